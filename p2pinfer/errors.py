@@ -1,0 +1,75 @@
+"""One error tree for the whole package.
+
+Every error a user or a peer can cause is a subclass of `P2PInferError`, so the CLI can turn
+any of them into a one-line message and exit code 2, and library users can catch narrowly.
+Modules may subclass these further, but never raise bare `Exception` for a user-facing problem.
+"""
+
+
+class P2PInferError(Exception):
+    """Base of every error p2pinfer raises on purpose."""
+
+
+class ConfigError(P2PInferError):
+    """A node config or a command-line value is unreadable, unknown or of the wrong type."""
+
+
+class RecordError(P2PInferError):
+    """A capability record (or other signed object) failed decoding or verification.
+
+    `reason` is a short machine-friendly tag (e.g. "bad-signature", "expired"), the message
+    says it in words.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ModelError(P2PInferError):
+    """Problems with models: unknown model, corrupt weights, bad manifest."""
+
+
+class UnknownModelError(ModelError):
+    """The model name or id is not in the zoo or the local store."""
+
+
+class WeightIntegrityError(ModelError):
+    """Weights did not match the content hash named in the signed manifest."""
+
+
+class InputError(P2PInferError):
+    """A user input (text, image, array) has the wrong shape, dtype or cannot be read."""
+
+
+class PlanError(P2PInferError):
+    """The planner cannot produce a plan."""
+
+
+class InfeasiblePlanError(PlanError):
+    """No assignment of spans to peers satisfies the constraints; the message names the cause."""
+
+
+class WireError(P2PInferError):
+    """A frame or message from the network is malformed, oversized or fails authentication."""
+
+
+class NetworkError(P2PInferError):
+    """A peer is unreachable, a deadline passed, or no peers were found."""
+
+
+class CircuitError(P2PInferError):
+    """A circuit could not be set up or completed."""
+
+
+class HopRefusedError(CircuitError):
+    """A hop refused its assignment; `reason` says why (busy, out-of-memory, ...)."""
+
+    def __init__(self, peer_id: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.peer_id = peer_id
+        self.reason = reason
+
+
+class LedgerError(P2PInferError):
+    """The reputation ledger could not be read or written."""
