@@ -31,6 +31,9 @@ class LayerProfile:
     param_bytes: int
     out_bytes: int
     flops_by_class: Mapping[str, int] = field(default_factory=dict)
+    # Content hash of this layer's weights (as in the signed manifest); "" when unknown. The
+    # planner matches it against a peer's `holds` to decide whether the peer must fetch weights.
+    weights_hash: str = ""
 
     def __post_init__(self) -> None:
         if min(self.flops, self.param_bytes, self.out_bytes, self.index) < 0:
