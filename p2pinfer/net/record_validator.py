@@ -39,12 +39,35 @@ class P2PInferValidator(Validator):
             raise
 
     def select(self, key: str, values: list[bytes]) -> int:
+        now = self._clock()
+
+        def on_reject(index: int, exc: RecordError) -> None:
+            self.rejections[exc.reason] += 1
+            logger.warning("DHT select skipped value %d for %s: %s (%s)", index, key, exc.reason, exc)
+
         try:
-            return select_best(key, values, now=self._clock())
+            best = select_best(key, values, now=now, on_reject=on_reject)
         except RecordError as exc:
             self.rejections[exc.reason] += 1
             logger.warning("DHT select found no valid value for %s: %s (%s)", key, exc.reason, exc)
             raise
+        self._log_stale(key, values, best, now)
+        return best
+
+    def _log_stale(self, key: str, values: list[bytes], best: int, now: float) -> None:
+        """Name the losers of a select: a seq not newer than the kept one is "stale-seq"."""
+        if len(values) < 2:
+            return
+        kept = validate_entry(key, values[best], now=now)
+        for index, value in enumerate(values):
+            if index == best or value == values[best]:
+                continue
+            try:
+                loser = validate_entry(key, value, now=now)
+            except RecordError:
+                continue  # already reported by on_reject
+            self.rejections["stale-seq"] += 1
+            logger.info("DHT kept seq %d over stale seq %d for %s (stale-seq)", kept.seq, loser.seq, key)
 
 
 def namespaced_validator(validator: P2PInferValidator) -> NamespacedValidator:
