@@ -121,8 +121,13 @@ def _as_float(name: str, value: Any) -> float:
 
 
 def _check_str(name: str, value: Any, limit: int) -> None:
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        raise _bad(f"{name} must be a string of 1..{limit} characters, got {value!r:.40}")
+    """Strings are measured in UTF-8 bytes, as the CDDL `.size` control does."""
+    try:
+        size = len(value.encode("utf-8")) if isinstance(value, str) else -1
+    except UnicodeEncodeError:
+        size = -1
+    if not 0 < size <= limit:
+        raise _bad(f"{name} must be a UTF-8 string of 1..{limit} bytes, got {value!r:.40}")
 
 
 def _as_str_tuple(name: str, value: Any, limit: int) -> tuple[str, ...]:
