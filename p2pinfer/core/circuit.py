@@ -1,0 +1,169 @@
+"""The requester's side of a circuit as a sans-IO state machine.
+
+States: SETUP -> READY -> CLOSED, or FAILED from SETUP/READY. Rules:
+
+1. Construction draws a fresh circuit id and one random key per link: link 0 is requester -> h1,
+   link i is h_i -> h_{i+1}, link k is h_k -> requester. Hop i gets keys i and i+1 only, so it
+   can read its own input and nothing else; only the requester holds link k's key and so alone
+   reads the result. `assign_requests()` gives the sealed AssignRequest bytes per hop.
+2. `on_reply(peer, bytes)`: an AssignmentAccepted from the hop it names, for this circuit, marks
+   that hop; when all have accepted the circuit is READY. A refusal or an undecodable reply
+   FAILS the circuit with `HopRefusedError` / `CircuitError` naming the hop and reason.
+3. Inputs may be sent only when READY; each gets the next seq on link 0.
+4. `on_result(peer, bytes)`: a ResultFrame must come from the last hop, on link k, authenticate
+   under link k's key and not be a replay; then it yields `Result(seq, act, trace)`. Bad frames
+   raise `WireError` (counted in `rejected`) and do NOT fail the circuit: they may be forgeries.
+5. `on_error(peer, bytes)`: an ErrorFrame from one of this circuit's hops FAILS the circuit.
+6. The clock is passed in as `now_ms`; past the deadline `check_deadline` FAILS the circuit.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from p2pinfer.core import wire
+from p2pinfer.core.codec import Activation
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.crypto.link import LinkEnd, LinkReceiver, LinkSender, new_link_key
+from p2pinfer.crypto.sealing import seal_assignment
+from p2pinfer.errors import CircuitError, HopRefusedError, NetworkError, P2PInferError, WireError
+
+
+class State(enum.Enum):
+    SETUP = "setup"
+    READY = "ready"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class HopSpec:
+    """One planned hop as the requester needs it: who, where, which layers, which weights."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+    start: int
+    stop: int
+    weight_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Result:
+    seq: int
+    act: Activation
+    trace: tuple[int, ...]  # compute microseconds per hop, in hop order
+
+
+class CircuitMachine:
+    """One circuit from the requester's side. Not thread-safe; owned by one task."""
+
+    def __init__(self, requester: Identity, *, model_id: str, hops: Sequence[HopSpec],
+                 requester_addrs: Sequence[str], now_ms: int, ttl_ms: int, circuit_id: bytes | None = None) -> None:
+        if not hops:
+            raise CircuitError("a circuit needs at least one hop")
+        if len({h.peer_id for h in hops}) != len(hops):
+            raise CircuitError("each peer may serve at most one span of a circuit")
+        for prev, nxt in zip(hops, hops[1:]):
+            if prev.stop != nxt.start:
+                raise CircuitError(f"hop spans must be contiguous: [{prev.start},{prev.stop}) then [{nxt.start},{nxt.stop})")
+        self.requester = requester
+        self.model_id = model_id
+        self.hops = tuple(hops)
+        self.requester_addrs = tuple(requester_addrs)
+        self.circuit_id = circuit_id or os.urandom(wire.CIRCUIT_ID_BYTES)
+        self.deadline_ms = now_ms + ttl_ms
+        self._keys = [new_link_key() for _ in range(len(hops) + 1)]
+        self._sender = LinkSender(LinkEnd(self._keys[0], self.circuit_id, 0))
+        self._receiver = LinkReceiver(LinkEnd(self._keys[-1], self.circuit_id, len(hops)))
+        self._accepted: set[str] = set()
+        self.state = State.SETUP
+        self.error: P2PInferError | None = None
+        self.rejected = 0
+
+    # ---- setup ----
+    def _assignment(self, i: int) -> wire.Assignment:
+        hop = self.hops[i]
+        final = i == len(self.hops) - 1
+        nxt = (wire.NextHop(self.requester.peer_id, self.requester_addrs, True) if final
+               else wire.NextHop(self.hops[i + 1].peer_id, self.hops[i + 1].addrs, False))
+        return wire.Assignment(
+            circuit_id=self.circuit_id, hop=hop.peer_id, requester=self.requester.peer_id,
+            model_id=self.model_id, start=hop.start, stop=hop.stop, weight_hashes=hop.weight_hashes,
+            in_link=i, in_key=self._keys[i], out_key=self._keys[i + 1], next_hop=nxt,
+            deadline_ms=self.deadline_ms)
+
+    def assign_requests(self) -> list[tuple[HopSpec, bytes]]:
+        """(hop, encoded AssignRequest) for every hop, to be sent on the circuit protocol."""
+        return [(hop, wire.encode(wire.AssignRequest(sealed=seal_assignment(self.requester, self._assignment(i)))))
+                for i, hop in enumerate(self.hops)]
+
+    def on_reply(self, peer_id: str, data: bytes) -> State:
+        if self.state is not State.SETUP:
+            return self.state
+        try:
+            reply = wire.decode(data, expect=[wire.AssignmentAccepted, wire.AssignmentRefused])
+        except WireError as exc:
+            return self._fail(CircuitError(f"hop {peer_id} sent an unreadable reply: {exc}"))
+        if isinstance(reply, wire.AssignmentRefused):
+            return self._fail(HopRefusedError(peer_id, reply.reason, f"hop {peer_id} refused its assignment: {reply.reason}: {reply.message}"))
+        if reply.hop != peer_id or reply.circuit_id != self.circuit_id:
+            return self._fail(CircuitError(f"hop {peer_id} accepted a different circuit or hop id"))
+        self._accepted.add(peer_id)
+        if self._accepted >= {h.peer_id for h in self.hops}:
+            self.state = State.READY
+        return self.state
+
+    def fail(self, error: P2PInferError) -> State:
+        """The adapter reports a transport failure (unreachable hop, timeout)."""
+        return self._fail(error)
+
+    def _fail(self, error: P2PInferError) -> State:
+        if self.state in (State.SETUP, State.READY):
+            self.state, self.error = State.FAILED, error
+        return self.state
+
+    # ---- data ----
+    def input_frame(self, act: Activation) -> tuple[int, bytes]:
+        """(seq, encoded ActivationFrame) for link 0."""
+        if self.state is not State.READY:
+            raise CircuitError(f"cannot send input: circuit is {self.state.value}")
+        plaintext = wire.encode(wire.FramePayload(act=act, trace=()))
+        seq, nonce, box = self._sender.seal(plaintext)
+        return seq, wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
+
+    def on_result(self, peer_id: str, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Result:
+        try:
+            frame = wire.decode(data, expect=[wire.ResultFrame], max_size=max_size)
+            if peer_id != self.hops[-1].peer_id:
+                raise WireError(f"result from {peer_id}, which is not the last hop")
+            if frame.circuit_id != self.circuit_id or frame.link != len(self.hops):
+                raise WireError("result frame for another circuit or link")
+            plaintext = self._receiver.open(frame.seq, frame.nonce, frame.box)
+            payload = wire.decode(plaintext, expect=[wire.FramePayload], max_size=max_size)
+        except WireError:
+            self.rejected += 1
+            raise
+        return Result(frame.seq, payload.act, payload.trace)
+
+    def on_error(self, peer_id: str, data: bytes) -> State:
+        try:
+            err = wire.decode(data, expect=[wire.ErrorFrame])
+        except WireError:
+            self.rejected += 1
+            raise
+        if err.hop != peer_id or peer_id not in {h.peer_id for h in self.hops} or err.circuit_id != self.circuit_id:
+            self.rejected += 1
+            raise WireError(f"error notice from {peer_id} does not belong to this circuit")
+        return self._fail(CircuitError(f"hop {peer_id} failed on input {err.seq}: {err.reason}: {err.message}"))
+
+    def check_deadline(self, now_ms: int) -> State:
+        if now_ms >= self.deadline_ms:
+            self._fail(NetworkError(f"circuit {self.circuit_id.hex()[:8]} passed its deadline"))
+        return self.state
+
+    def close(self) -> None:
+        if self.state is State.READY:
+            self.state = State.CLOSED
