@@ -57,7 +57,7 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
 
 def _status(row: dict, now: float) -> str:
     if row["excluded"]:
-        return f"excluded {row['excluded_until'] - now:.0f}s"
+        return f"excl {row['excluded_until'] - now:.0f}s"
     return "ok"
 
 
@@ -73,7 +73,7 @@ def _render(doc: dict, now: float) -> None:
     table.add_column("peer", no_wrap=True)
     table.add_column("r", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("ok", justify="right")
+    table.add_column("ok", justify="right", no_wrap=True)
     table.add_column("f/t/r/v", justify="right", no_wrap=True)
     table.add_column("GF/s adv>meas", justify="right", no_wrap=True)
     table.add_column("credit GF", justify="right", no_wrap=True)
