@@ -137,6 +137,14 @@ class CircuitMachine:
     def on_result(self, peer_id: str, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Result:
         try:
             frame = wire.decode(data, expect=[wire.ResultFrame], max_size=max_size)
+        except WireError:
+            self.rejected += 1
+            raise
+        return self.on_result_frame(peer_id, frame, max_size=max_size)
+
+    def on_result_frame(self, peer_id: str, frame: wire.ResultFrame, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Result:
+        """As `on_result`, for a frame the adapter already decoded (to route it by circuit id)."""
+        try:
             if peer_id != self.hops[-1].peer_id:
                 raise WireError(f"result from {peer_id}, which is not the last hop")
             if frame.circuit_id != self.circuit_id or frame.link != len(self.hops):
@@ -154,6 +162,9 @@ class CircuitMachine:
         except WireError:
             self.rejected += 1
             raise
+        return self.on_error_frame(peer_id, err)
+
+    def on_error_frame(self, peer_id: str, err: wire.ErrorFrame) -> State:
         if err.hop != peer_id or peer_id not in {h.peer_id for h in self.hops} or err.circuit_id != self.circuit_id:
             self.rejected += 1
             raise WireError(f"error notice from {peer_id} does not belong to this circuit")

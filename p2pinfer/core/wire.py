@@ -271,12 +271,17 @@ class FramePayload:
 
 @dataclass(frozen=True)
 class WeightRequest:
+    """Ask a peer for content by hash: a weight/tokenizer blob, or a model manifest by model id."""
+
     TYPE: ClassVar[str] = "weight-req"
+    kind: str = _f(_text(allowed=frozenset({"blob", "manifest"})))
     hash: str = _f(_text())
 
 
 @dataclass(frozen=True)
 class WeightBlob:
+    """The content; the receiver hashes it and discards it unless it matches the request."""
+
     TYPE: ClassVar[str] = "weight-blob"
     hash: str = _f(_text())
     data: bytes = _f(_bytes())

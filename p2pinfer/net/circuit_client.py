@@ -1,0 +1,249 @@
+"""The requester's network adapter: set up a circuit, stream inputs in, collect results.
+
+Reads top to bottom as the requester's half of the data path:
+`CircuitClient.open_circuit` seals one assignment per hop and sends them all concurrently on
+"/p2pinfer/circuit/1.0.0" (the first refusal or failure cancels the rest and raises it);
+`Circuit.send` writes sealed input frames to the first hop on "/p2pinfer/hop/1.0.0"; the last hop
+writes result frames back on "/p2pinfer/result/1.0.0", which this client serves and routes by
+circuit id to the right `Circuit`, whose machine authenticates them with the last link key (held
+by nobody but us and the last hop). `run_plan` is the one-call version for a planner `Plan`.
+Every await has a deadline; the state rules live in core/circuit.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence, Union
+
+import trio
+from libp2p.abc import IHost, INetStream
+
+from p2pinfer.core import wire
+from p2pinfer.core.circuit import CircuitMachine, HopSpec, Result, State
+from p2pinfer.core.codec import Activation
+from p2pinfer.core.plan import Plan
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.errors import CircuitError, NetworkError, P2PInferError, WireError
+from p2pinfer.models.executor import span_hashes
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
+from p2pinfer.net.framing import read_frame, write_frame
+from p2pinfer.net.hop_protocol import CIRCUIT_PROTOCOL, HOP_PROTOCOL, RESULT_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    io_timeout_s: float = 30.0
+    setup_timeout_s: float = 120.0
+    result_timeout_s: float = 120.0
+    ttl_s: float = 600.0
+    max_frame: int = wire.MAX_ACTIVATION_FRAME
+
+    def __post_init__(self) -> None:
+        if min(self.io_timeout_s, self.setup_timeout_s, self.result_timeout_s, self.ttl_s) <= 0:
+            raise ValueError("client: timeouts must be positive")
+
+
+class Circuit:
+    """A set-up circuit. Use as `async with`; `infer` for one input, `send`/`receive` to stream."""
+
+    def __init__(self, client: "CircuitClient", machine: CircuitMachine) -> None:
+        self.client, self.machine = client, machine
+        self._results_in, self._results_out = trio.open_memory_channel[Union[Result, P2PInferError]](math.inf)
+        self._lock = trio.Lock()
+        self._stream: INetStream | None = None
+
+    @property
+    def circuit_id(self) -> bytes:
+        return self.machine.circuit_id
+
+    async def send(self, act: Activation) -> int:
+        """Seal and write one input to the first hop; returns its seq."""
+        first = self.machine.hops[0]
+        timeout = self.client.config.io_timeout_s
+        async with self._lock:
+            seq, data = self.machine.input_frame(act)
+            if self._stream is None:
+                self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL, timeout=timeout, addrs=first.addrs)
+            await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=timeout)
+        return seq
+
+    async def receive(self, *, timeout: float | None = None) -> Result:
+        """The next result (in arrival order); raises the circuit's error if it failed."""
+        timeout = self.client.config.result_timeout_s if timeout is None else timeout
+        try:
+            with trio.fail_after(timeout):
+                item = await self._results_out.receive()
+        except trio.TooSlowError:
+            self.machine.fail(NetworkError(f"no result within {timeout}s on circuit {self.circuit_id.hex()[:8]}"))
+            raise self.machine.error from None  # type: ignore[misc]
+        if isinstance(item, P2PInferError):
+            raise item
+        return item
+
+    async def infer(self, act: Activation, *, timeout: float | None = None) -> Result:
+        seq = await self.send(act)
+        while True:
+            result = await self.receive(timeout=timeout)
+            if result.seq == seq:
+                return result
+
+    def _deliver(self, item: Union[Result, P2PInferError]) -> None:
+        self._results_in.send_nowait(item)
+
+    async def aclose(self) -> None:
+        self.machine.close()
+        self.client._circuits.pop(self.circuit_id, None)
+        if self._stream is not None:
+            await close_stream(self._stream)
+            self._stream = None
+
+    async def __aenter__(self) -> "Circuit":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+
+
+class CircuitClient:
+    """Requester side. Start `run` in a nursery (it serves the result protocol) before use."""
+
+    def __init__(self, host: IHost, identity: Identity, *, config: ClientConfig = ClientConfig(),
+                 clock: Callable[[], float] = time.time) -> None:
+        if str(host.get_id()) != identity.peer_id:
+            raise ValueError("the host's libp2p key must be the requester identity's key")
+        self.host, self.identity, self.config, self.clock = host, identity, config, clock
+        self._circuits: dict[bytes, Circuit] = {}
+        self.rejected_frames = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.host.set_stream_handler(RESULT_PROTOCOL, self._on_result_stream)
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self.host.remove_stream_handler(RESULT_PROTOCOL)
+
+    def _addrs(self) -> tuple[str, ...]:
+        suffix = f"/p2p/{self.identity.peer_id}"
+        return tuple(str(a) if str(a).endswith(suffix) else f"{a}{suffix}" for a in self.host.get_addrs())
+
+    async def open_circuit(self, *, model_id: str, hops: Sequence[HopSpec]) -> Circuit:
+        """Assign every hop concurrently; returns when all accepted, raises on the first failure
+        (HopRefusedError with the hop and reason, NetworkError on timeouts/unreachable hops)."""
+        machine = CircuitMachine(self.identity, model_id=model_id, hops=hops, requester_addrs=self._addrs(),
+                                 now_ms=int(self.clock() * 1000), ttl_ms=int(self.config.ttl_s * 1000))
+        circuit = Circuit(self, machine)
+        self._circuits[machine.circuit_id] = circuit
+        try:
+            with trio.move_on_after(self.config.setup_timeout_s):
+                async with trio.open_nursery() as nursery:
+                    for hop, request in machine.assign_requests():
+                        nursery.start_soon(self._assign, machine, hop, request, nursery.cancel_scope)
+            if machine.state is State.SETUP:
+                machine.fail(NetworkError(f"circuit setup took over {self.config.setup_timeout_s}s"))
+            if machine.state is not State.READY:
+                raise machine.error or CircuitError("circuit setup failed")
+        except BaseException:
+            self._circuits.pop(machine.circuit_id, None)
+            raise
+        return circuit
+
+    async def _assign(self, machine: CircuitMachine, hop: HopSpec, request: bytes, scope: trio.CancelScope) -> None:
+        timeout = self.config.io_timeout_s
+        try:
+            stream = await open_stream(self.host, hop.peer_id, CIRCUIT_PROTOCOL, timeout=timeout, addrs=hop.addrs)
+            try:
+                await write_frame(stream, request, max_size=wire.MAX_CONTROL_FRAME, timeout=timeout)
+                reply = await read_frame(stream, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.setup_timeout_s)
+            finally:
+                await close_stream(stream)
+            state = machine.on_reply(hop.peer_id, reply)
+        except (NetworkError, WireError) as exc:
+            state = machine.fail(NetworkError(f"hop {hop.peer_id}: assignment failed: {exc}"))
+        if state is State.FAILED:
+            scope.cancel()
+
+    async def _on_result_stream(self, stream: INetStream) -> None:
+        sender = remote_peer(stream)
+        try:
+            while True:
+                try:
+                    data = await read_frame(stream, max_size=self.config.max_frame, timeout=self.config.ttl_s)
+                    self._route(sender, wire.decode(data, expect=[wire.ResultFrame, wire.ErrorFrame], max_size=self.config.max_frame))
+                except NetworkError:
+                    return
+                except WireError as exc:
+                    self.rejected_frames += 1
+                    log.warning("rejected a result frame from %s: %s", sender, exc)
+                    if "frame" in str(exc) and "limit" in str(exc):
+                        return
+        finally:
+            await close_stream(stream)
+
+    def _route(self, sender: str, msg: Union[wire.ResultFrame, wire.ErrorFrame]) -> None:
+        circuit = self._circuits.get(msg.circuit_id)
+        if circuit is None:
+            raise WireError(f"frame for unknown circuit {msg.circuit_id.hex()[:8]}")
+        if isinstance(msg, wire.ErrorFrame):
+            circuit.machine.on_error_frame(sender, msg)
+            circuit._deliver(circuit.machine.error)  # type: ignore[arg-type]
+        else:
+            circuit._deliver(circuit.machine.on_result_frame(sender, msg, max_size=self.config.max_frame))
+
+
+@dataclass(frozen=True)
+class HopTiming:
+    peer_id: str
+    start: int
+    stop: int
+    predicted_ms: float
+    measured_compute_ms: float  # median over inputs, as reported by the hop
+
+
+@dataclass(frozen=True)
+class CircuitRun:
+    outputs: tuple[Activation, ...]
+    hops: tuple[HopTiming, ...]
+    latency_ms: tuple[float, ...]  # per input: send to result, at the requester
+    wall_s: float
+
+
+def hop_specs(plan: Plan, manifest: Manifest, peer_addrs: Mapping[str, Sequence[str]]) -> list[HopSpec]:
+    return [HopSpec(h.peer_id, tuple(peer_addrs.get(h.peer_id, ())), h.start, h.stop,
+                    tuple(span_hashes(manifest, h.start, h.stop))) for h in plan.hops]
+
+
+async def run_plan(client: CircuitClient, *, plan: Plan, manifest: Manifest, inputs: Sequence[Activation],
+                   peer_addrs: Mapping[str, Sequence[str]], timeout_s: float | None = None) -> CircuitRun:
+    """Set up a circuit for `plan`, stream `inputs` through it (pipelined), collect outputs in order."""
+    if not inputs:
+        raise CircuitError("run_plan needs at least one input")
+    t0 = time.perf_counter()
+    circuit = await client.open_circuit(model_id=manifest.model_id, hops=hop_specs(plan, manifest, peer_addrs))
+    sent_at: dict[int, float] = {}
+    results: dict[int, Result] = {}
+    done_at: dict[int, float] = {}
+    async with circuit:
+        async def sender() -> None:
+            for act in inputs:
+                sent_at[await circuit.send(act)] = time.perf_counter()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            while len(results) < len(inputs):
+                r = await circuit.receive(timeout=timeout_s)
+                results[r.seq], done_at[r.seq] = r, time.perf_counter()
+    order = sorted(results)
+    traces = [results[s].trace for s in order]
+    hops = tuple(HopTiming(h.peer_id, h.start, h.stop, h.compute_s * 1000,
+                           sorted(t[i] for t in traces)[len(traces) // 2] / 1000 if all(len(t) > i for t in traces) else float("nan"))
+                 for i, h in enumerate(plan.hops))
+    return CircuitRun(tuple(results[s].act for s in order), hops,
+                      tuple((done_at[s] - sent_at.get(s, t0)) * 1000 for s in order), time.perf_counter() - t0)

@@ -1,0 +1,258 @@
+"""The hop's network adapter: moves bytes between libp2p streams and the pure HopMachine.
+
+Protocols (each frame is varint-length-prefixed; the length is checked before the body is read):
+- "/p2pinfer/circuit/1.0.0": one AssignRequest in, one AssignmentAccepted/Refused out.
+- "/p2pinfer/hop/1.0.0": a stream of ActivationFrames in (from the previous hop or the requester).
+- "/p2pinfer/result/1.0.0": served by the requester (net/circuit_client.py); the last hop writes
+  ResultFrames there, and any hop writes ErrorFrames there.
+
+The data path of one frame, top to bottom (`_on_hop_stream` -> `_compute_and_forward`): read with
+a size limit; decode, authenticate and replay-check in the machine; compute the span in a worker
+thread behind a CapacityLimiter (so the trio loop stays responsive and several circuits share the
+cores); seal the output in that thread; write it DIRECTLY to the next peer (or, for the last hop,
+to the requester). Every await has a deadline; a bad frame is dropped, counted and logged, and
+the hop carries on serving every other circuit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+
+from p2pinfer.core import hop as hopm
+from p2pinfer.core import wire
+from p2pinfer.core.codec import Activation
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.errors import InputError, ModelError, NetworkError, P2PInferError, UnknownModelError, WireError
+from p2pinfer.models.executor import span_hashes
+from p2pinfer.models.layers import param_bytes
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.models.store import ModelStore
+from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
+from p2pinfer.net.framing import read_frame, write_frame
+from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig
+
+log = logging.getLogger(__name__)
+
+CIRCUIT_PROTOCOL = TProtocol("/p2pinfer/circuit/1.0.0")
+HOP_PROTOCOL = TProtocol("/p2pinfer/hop/1.0.0")
+RESULT_PROTOCOL = TProtocol("/p2pinfer/result/1.0.0")
+
+ExecutorFn = Callable[[Manifest, int, int, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class HopConfig:
+    """Limits and deadlines of a hop. `mem_bytes` None means: do not check span memory."""
+
+    max_frame: int = wire.MAX_ACTIVATION_FRAME
+    io_timeout_s: float = 30.0
+    idle_timeout_s: float = 300.0
+    setup_timeout_s: float = 120.0
+    max_circuits: int = 64
+    compute_threads: int = 1
+    mem_bytes: int | None = None
+    weights: WeightsConfig = WeightsConfig()
+
+    def __post_init__(self) -> None:
+        if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s) <= 0:
+            raise ValueError("hop: timeouts must be positive")
+        if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1:
+            raise ValueError("hop: max_frame >= 1024, max_circuits >= 1 and compute_threads >= 1 required")
+
+
+def to_torch(act: Activation) -> dict[str, torch.Tensor]:
+    """Frame arrays are read-only views on the frame bytes: copy into writable tensors."""
+    items = act.items() if isinstance(act, Mapping) else [("x", act)]
+    return {name: torch.from_numpy(np.array(arr)) for name, arr in items}
+
+
+def to_numpy(out: Mapping[str, torch.Tensor] | torch.Tensor) -> dict[str, np.ndarray]:
+    items = out.items() if isinstance(out, Mapping) else [("x", out)]
+    return {name: t.detach().cpu().numpy() for name, t in items}
+
+
+class HopService:
+    """Serves circuit assignments and activation frames on `host` as `identity`.
+
+    `executor_fn(manifest, start, stop, tensors) -> tensors` runs a span (SpanExecutor.run);
+    `store` holds manifests and weight blobs (missing ones are fetched from the requester, then
+    from `weight_sources()` peers). `clock` returns Unix seconds.
+    """
+
+    def __init__(self, host: IHost, identity: Identity, executor_fn: ExecutorFn, store: ModelStore, *,
+                 config: HopConfig = HopConfig(), weight_sources: Callable[[str], list[str]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if str(host.get_id()) != identity.peer_id:
+            raise ValueError("the host's libp2p key must be the node identity's key")
+        self.host, self.identity, self.executor_fn, self.store = host, identity, executor_fn, store
+        self.config, self.clock = config, clock
+        self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits)
+        self.fetcher = WeightFetcher(host, store, config=config.weights)
+        self._weight_sources = weight_sources or (lambda _hash: [])
+        self._limiter = trio.CapacityLimiter(config.compute_threads)
+        self._manifests: dict[bytes, Manifest] = {}
+        self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
+
+    @property
+    def counters(self) -> hopm.HopCounters:
+        return self.machine.counters
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.host.set_stream_handler(CIRCUIT_PROTOCOL, self._on_circuit_stream)
+        self.host.set_stream_handler(HOP_PROTOCOL, self._on_hop_stream)
+        try:
+            task_status.started()
+            while True:
+                await trio.sleep(1.0)
+                for cid in self.machine.expire(self._now_ms()):
+                    await self._forget(cid)
+        finally:
+            self.host.remove_stream_handler(CIRCUIT_PROTOCOL)
+            self.host.remove_stream_handler(HOP_PROTOCOL)
+            with trio.CancelScope(shield=True):
+                for cid in list(self._out):
+                    await self._forget(cid)
+
+    # ---- setup ----
+    async def _on_circuit_stream(self, stream: INetStream) -> None:
+        try:
+            data = await read_frame(stream, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
+            action = self.machine.on_assign(data, now_ms=self._now_ms())
+            if isinstance(action, hopm.PrepareSpan):
+                action = await self._prepare(action.assignment, remote_peer(stream))
+            if action.message.__class__ is wire.AssignmentRefused:
+                log.info("refused assignment from %s: %s: %s", remote_peer(stream), action.message.reason, action.message.message)
+            await write_frame(stream, wire.encode(action.message), max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
+        except P2PInferError as exc:
+            log.warning("circuit stream from %s failed: %s", remote_peer(stream), exc)
+        finally:
+            await close_stream(stream)
+
+    async def _prepare(self, a: wire.Assignment, sender: str) -> hopm.Reply:
+        """Admit the span (model known, kinds known, fits memory) and fetch missing weights."""
+        cid = a.circuit_id
+        sources = list(dict.fromkeys([a.requester, sender]))
+        try:
+            with trio.fail_after(self.config.setup_timeout_s):
+                manifest = await self.fetcher.ensure_manifest(a.model_id, sources)
+                refusal = self._admit(a, manifest)
+                if refusal:
+                    return self.machine.span_refused(cid, *refusal)
+                hashes = span_hashes(manifest, a.start, a.stop)
+                extra = [p for h in hashes for p in self._weight_sources(h)]
+                await self.fetcher.ensure_blobs(hashes, list(dict.fromkeys(sources + extra)))
+        except trio.TooSlowError:
+            return self.machine.span_refused(cid, "missing-weights", f"setup took over {self.config.setup_timeout_s}s")
+        except UnknownModelError as exc:
+            return self.machine.span_refused(cid, "unknown-model", str(exc))
+        except ModelError as exc:
+            reason = "unknown-layer-kind" if "kind" in str(exc) else "missing-weights"
+            return self.machine.span_refused(cid, reason, str(exc))
+        self._manifests[cid] = manifest
+        return self.machine.span_ready(cid)
+
+    def _admit(self, a: wire.Assignment, manifest: Manifest) -> tuple[str, str] | None:
+        if a.stop > manifest.num_layers:
+            return "malformed", f"span [{a.start}, {a.stop}) exceeds the model's {manifest.num_layers} layers"
+        if tuple(span_hashes(manifest, a.start, a.stop)) != a.weight_hashes:
+            return "malformed", "assignment weight hashes do not match the manifest's span"
+        need = sum(param_bytes(l.kind, l.config) for l in manifest.layers[a.start:a.stop])
+        if self.config.mem_bytes is not None and need > self.config.mem_bytes:
+            return "out-of-memory", f"span needs {need} weight bytes, this hop offers {self.config.mem_bytes}"
+        return None
+
+    # ---- data ----
+    async def _on_hop_stream(self, stream: INetStream) -> None:
+        sender = remote_peer(stream)
+        try:
+            while True:
+                try:
+                    data = await read_frame(stream, max_size=self.config.max_frame, timeout=self.config.idle_timeout_s)
+                except NetworkError:
+                    return  # upstream closed the stream or went idle
+                except WireError as exc:  # oversized or unframeable: this stream is unusable
+                    self._count_unreadable(exc)
+                    log.warning("dropping hop stream from %s: %s", sender, exc)
+                    return
+                action = self.machine.on_frame(data, now_ms=self._now_ms(), max_size=self.config.max_frame)
+                if isinstance(action, hopm.Drop):
+                    log.warning("dropped frame from %s (%s): %s", sender, action.reason, action.detail)
+                    continue
+                await self._compute_and_forward(action)
+        except Exception:  # task boundary: one broken stream must never take the hop down
+            log.exception("hop stream from %s crashed", sender)
+        finally:
+            await close_stream(stream)
+
+    def _count_unreadable(self, exc: WireError) -> None:
+        if "over the limit" in str(exc):
+            self.machine.note_oversized()
+        else:
+            self.machine.counters.frames_in += 1
+            self.machine.counters.malformed += 1
+
+    async def _compute_and_forward(self, c: hopm.Compute) -> None:
+        a, manifest = self.machine.assignment(c.circuit_id), self._manifests.get(c.circuit_id)
+        if a is None or manifest is None:
+            return
+        try:
+            send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter)
+            self.machine.counters.frames_computed += 1
+        except P2PInferError as exc:
+            log.warning("circuit %s seq %d: compute failed: %s", c.circuit_id.hex()[:8], c.seq, exc)
+            action = self.machine.compute_failed(c.circuit_id, c.seq, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
+            if isinstance(action, hopm.Send):
+                await self._send_best_effort(action)
+            return
+        try:
+            await self._send(send)
+            self.machine.counters.frames_forwarded += 1
+        except NetworkError as exc:
+            log.warning("circuit %s: cannot forward to %s: %s", c.circuit_id.hex()[:8], send.peer_id, exc)
+            action = self.machine.compute_failed(c.circuit_id, c.seq, "next-hop-unreachable", str(exc))
+            if isinstance(action, hopm.Send):
+                await self._send_best_effort(action)
+
+    def _compute_sync(self, c: hopm.Compute, a: wire.Assignment, manifest: Manifest) -> hopm.Send:
+        """Worker thread: run the span and seal its output (HopMachine.compute_done is pure)."""
+        t0 = time.perf_counter()
+        out = self.executor_fn(manifest, a.start, a.stop, to_torch(c.act))
+        elapsed_us = int((time.perf_counter() - t0) * 1e6)
+        return self.machine.compute_done(c.circuit_id, c.seq, to_numpy(out), c.trace + (elapsed_us,))
+
+    async def _send(self, send: hopm.Send) -> None:
+        """Write on this circuit's outbound stream, opening it on first use; one writer at a time."""
+        lock, holder = self._out.setdefault(send.circuit_id, (trio.Lock(), []))
+        async with lock:
+            if not holder:
+                protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
+                holder.append(await open_stream(self.host, send.peer_id, protocol, timeout=self.config.io_timeout_s, addrs=send.addrs))
+            await write_frame(holder[0], send.data, max_size=self.config.max_frame, timeout=self.config.io_timeout_s)
+
+    async def _send_best_effort(self, send: hopm.Send) -> None:
+        try:
+            stream = await open_stream(self.host, send.peer_id, RESULT_PROTOCOL, timeout=self.config.io_timeout_s, addrs=send.addrs)
+            try:
+                await write_frame(stream, send.data, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
+            finally:
+                await close_stream(stream)
+        except P2PInferError as exc:
+            log.warning("could not report an error to requester %s: %s", send.peer_id, exc)
+
+    async def _forget(self, cid: bytes) -> None:
+        self._manifests.pop(cid, None)
+        entry = self._out.pop(cid, None)
+        if entry and entry[1]:
+            await close_stream(entry[1][0])

@@ -1,0 +1,65 @@
+"""End to end over real libp2p hosts: a 3-hop circuit on the zoo `mlp` equals local compute,
+weights are fetched by hash, and refusals surface at the requester without hanging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from p2pinfer.core.circuit import HopSpec
+from p2pinfer.core.plan import Hop, Plan
+from p2pinfer.models import zoo
+from p2pinfer.models.executor import SpanExecutor, span_hashes
+from p2pinfer.net.circuit_client import run_plan
+from p2pinfer.errors import HopRefusedError, NetworkError
+from p2pinfer.net.hop_protocol import HopConfig
+
+from tests.integration.circuit_swarm import FAST, swarm
+
+
+def _local(store, manifest, x):
+    with torch.inference_mode():
+        return SpanExecutor(store).run(manifest, 0, manifest.num_layers, {"x": torch.from_numpy(x)})["x"].numpy()
+
+
+async def test_three_hop_mlp_equals_local_and_fetches_weights(tmp_path):
+    async with swarm(tmp_path, 3) as s:
+        manifest = zoo.get_manifest("mlp", store=s.requester.store)
+        spans = [(0, 1), (1, 3), (3, 4)]
+        plan = Plan(objective="latency", hops=tuple(Hop(p.peer_id, a, b, 0.001, 0.001) for p, (a, b) in zip(s.hops, spans)),
+                    transfer_out_s=0.001, predicted_latency_s=0.01, bottleneck_s=0.001)
+        rng = np.random.default_rng(1)
+        inputs = [{"x": rng.standard_normal((1, 64)).astype(np.float32)} for _ in range(4)]
+        run = await run_plan(s.client, plan=plan, manifest=manifest, inputs=inputs, peer_addrs=s.addrs)
+        for act, out in zip(inputs, run.outputs):
+            np.testing.assert_allclose(out["x"], _local(s.requester.store, manifest, act["x"]), atol=1e-5, rtol=0)
+        assert [h.peer_id for h in run.hops] == [p.peer_id for p in s.hops]
+        assert all(h.measured_compute_ms >= 0 for h in run.hops) and len(run.latency_ms) == 4
+        for peer, (a, b) in zip(s.hops, spans):
+            assert all(peer.store.has_blob(h) for h in span_hashes(manifest, a, b))  # fetched + verified
+            assert peer.hop.counters.frames_forwarded == 4 and peer.hop.counters.dropped == 0
+        # a hop holds only its own span's weights: hop 0 never fetched layer 3's
+        assert not s.hops[0].store.has_blob(span_hashes(manifest, 3, 4)[0])
+
+
+async def test_unknown_model_is_refused_with_a_clear_error(tmp_path):
+    async with swarm(tmp_path, 2) as s:
+        hops = [HopSpec(p.peer_id, p.addrs, i, i + 1) for i, p in enumerate(s.hops)]
+        with pytest.raises(HopRefusedError) as info:
+            await s.client.open_circuit(model_id="ab" * 32, hops=hops)
+        assert info.value.reason == "unknown-model" and "refused" in str(info.value)
+
+
+async def test_out_of_memory_refusal_and_unreachable_hop(tmp_path):
+    async with swarm(tmp_path, 1, hop_config=HopConfig(mem_bytes=1000, **FAST)) as s:
+        manifest = zoo.get_manifest("mlp", store=s.requester.store)
+        hop = s.hops[0]
+        spec = HopSpec(hop.peer_id, hop.addrs, 0, 4, tuple(span_hashes(manifest, 0, 4)))
+        with pytest.raises(HopRefusedError) as info:
+            await s.client.open_circuit(model_id=manifest.model_id, hops=[spec])
+        assert info.value.reason == "out-of-memory" and info.value.peer_id == hop.peer_id
+        from p2pinfer.crypto.identity import Identity
+        ghost = Identity.generate().peer_id
+        with pytest.raises(NetworkError, match=ghost[:12]):
+            await s.client.open_circuit(model_id=manifest.model_id, hops=[HopSpec(ghost, ("/ip4/127.0.0.1/tcp/1",), 0, 4, spec.weight_hashes)])
