@@ -22,7 +22,8 @@ Rules (docs/reputation.md states them with their proofs):
    forgotten when `forgive_after_s` passed since the last exclusion.
 5. Re-admission. When `excluded_until` has passed the peer is re-admitted on probation: its
    evidence is reset to g = 0 and the b that gives r = readmit_reputation (just above the
-   threshold, so one more failure re-excludes it with a doubled backoff), and its
+   threshold: with the defaults one more failure or timeout re-excludes it, with a doubled
+   backoff), and its
    `hops_since_admission` restarts at 0 (core/verification.py spot-checks it more).
 6. Honest-peer guarantee (no false exclusions). A peer that never fails, times out, refuses or
    fails verification is never excluded, however slow or jittery its timing: with only hop-ok
@@ -66,7 +67,7 @@ class ReputationParams:
     w_verification: float = 20.0
     w_slow: float = 0.5
     exclusion_threshold: float = 0.2
-    readmit_reputation: float = 0.3
+    readmit_reputation: float = 0.24
     backoff_base_s: float = 60.0
     backoff_max_s: float = 24 * 3600.0
     verification_strikes: int = 4
