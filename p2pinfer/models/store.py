@@ -26,12 +26,21 @@ _INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def default_root() -> Path:
-    """The per-user data directory for models (platformdirs), used when no --data-dir is given."""
-    return Path(platformdirs.user_data_dir("p2pinfer", appauthor=False)) / "models"
+    """The per-user p2pinfer data directory (platformdirs), used when no --data-dir is given.
+
+    The store only writes under blobs/, manifests/, names/ and profiles/, so a node may keep its
+    other state (keys, ledger) in the same data directory.
+    """
+    return Path(platformdirs.user_data_dir("p2pinfer", appauthor=False))
 
 
 def default_store() -> "ModelStore":
     return ModelStore(default_root())
+
+
+def store_for(data_dir: Path | str | None) -> "ModelStore":
+    """The store for a `--data-dir` value: that directory itself, or the default when None."""
+    return ModelStore(data_dir) if data_dir is not None else default_store()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -128,4 +128,4 @@ VISION_FIELDS = {
     InvertedResidual: {"in_ch": CHANNELS, "out_ch": CHANNELS, "stride": Int(1, 2), "expand": Int(1, 8)},
 }
 # Damp the last BN of residual branches so seeded (untrained) deep nets keep activations bounded.
-VISION_INIT_SCALE = {Bottleneck: {"expand.1.weight": 0.2}, InvertedResidual: {"project.1.weight": 0.2}}
+VISION_INIT_SCALE = {Bottleneck: {"expand.1.weight": 0.2}}

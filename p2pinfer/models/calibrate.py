@@ -1,0 +1,161 @@
+"""Measure this machine's compute speed (GFLOP/s), overall and per compute class.
+
+A short, real micro-benchmark with torch on the node's own thread count, at the shapes the model
+zoo actually runs (small-batch inference, not peak-FLOPs GEMMs), so the planner's cost model
+predicts real span times:
+- linear:    (128 x 384) @ (384 x 1536), a MiniLM feed-forward matmul
+- conv:      3x3 conv, 64 -> 64 channels on 56 x 56 (a ResNet stage)
+- attention: Q K^T, softmax, x V for 12 heads, 128 tokens, 32 dims (MiniLM); only the two
+             matmuls' FLOPs are credited, as FlopCounterMode credits them in profiles
+- other:     no dedicated kernel; advertised as the overall figure
+The overall figure is the harmonic mean of linear, conv and attention: the rate at which an
+equal-FLOP mix of the three runs. Each class runs for about budget_s / 3 and reports the median
+call, so one noisy neighbour does not set the number. Results are cached as JSON keyed by torch
+version, thread count and CPU model; any other key, or a corrupt file, triggers a new measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_VERSION = 1
+_MIN_CALLS = 3
+
+
+@dataclass(frozen=True)
+class ComputeCalibration:
+    """Measured speeds in GFLOP/s; `from_cache` says whether this run measured anything."""
+
+    gflops: float
+    by_class: Mapping[str, float]
+    threads: int
+    from_cache: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_class", MappingProxyType(dict(self.by_class)))
+
+
+def _linear_workload() -> tuple[Callable[[], Any], float]:
+    x, w = torch.randn(128, 384), torch.randn(384, 1536)
+    return (lambda: x @ w), 2.0 * 128 * 384 * 1536
+
+
+def _conv_workload() -> tuple[Callable[[], Any], float]:
+    x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
+    return (lambda: F.conv2d(x, w, padding=1)), 2.0 * 64 * 64 * 9 * 56 * 56
+
+
+def _attention_workload() -> tuple[Callable[[], Any], float]:
+    heads, tokens, dim = 12, 128, 32
+    q, k, v = (torch.randn(heads, tokens, dim) for _ in range(3))
+
+    def run() -> Any:  # (H, T, D) -> (H, T, T) -> (H, T, D)
+        return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)) * dim**-0.5, dim=-1), v)
+
+    return run, 2 * 2.0 * heads * tokens * tokens * dim
+
+
+_WORKLOADS = {"linear": _linear_workload, "conv": _conv_workload, "attention": _attention_workload}
+
+
+def _rate(workload: Callable[[], Any], flops: float, seconds: float) -> float:
+    """GFLOP/s of the median call within a time box (after one warm-up call)."""
+    workload()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < _MIN_CALLS or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        workload()
+        times.append(time.perf_counter() - start)
+    return flops / max(statistics.median(times), 1e-9) / 1e9
+
+
+def benchmark(*, threads: int, budget_s: float = 1.2) -> ComputeCalibration:
+    """Run the micro-benchmark now (about `budget_s` seconds) with `threads` torch threads."""
+    if threads < 1:
+        raise ValueError("threads must be >= 1")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            by_class = {name: _rate(*make(), budget_s / len(_WORKLOADS)) for name, make in _WORKLOADS.items()}
+    finally:
+        torch.set_num_threads(previous)
+    overall = len(by_class) / sum(1.0 / r for r in by_class.values())
+    by_class["other"] = overall
+    return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads)
+
+
+def cache_key(threads: int) -> dict[str, Any]:
+    """What a cached calibration must match to be reused."""
+    return {"version": CALIBRATION_VERSION, "torch": torch.__version__, "threads": threads,
+            "cpu": _cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 1.2,
+                    force: bool = False) -> ComputeCalibration:
+    """The cached calibration for this machine and thread count, measuring it if needed."""
+    key = cache_key(threads)
+    if cache_path is not None and not force:
+        cached = _read_cache(Path(cache_path), key)
+        if cached is not None:
+            return cached
+    result = benchmark(threads=threads, budget_s=budget_s)
+    logger.info("compute calibration (%d threads): %.1f GFLOP/s %s", threads, result.gflops,
+                {k: round(v, 1) for k, v in result.by_class.items()})
+    if cache_path is not None:
+        _write_cache(Path(cache_path), key, result)
+    return result
+
+
+def _read_cache(path: Path, key: dict[str, Any]) -> ComputeCalibration | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("key") != key:
+            return None
+        by_class = {str(k): float(v) for k, v in doc["by_class"].items()}
+        gflops = float(doc["gflops"])
+        if not (gflops > 0 and all(v > 0 for v in by_class.values()) and gflops < float("inf")):
+            raise ValueError("non-positive speed")
+        return ComputeCalibration(gflops=gflops, by_class=by_class, threads=key["threads"], from_cache=True)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.warning("ignoring unreadable calibration cache %s (%s); measuring again", path, exc)
+        return None
+
+
+def _write_cache(path: Path, key: dict[str, Any], result: ComputeCalibration) -> None:
+    doc = {"key": key, "gflops": result.gflops, "by_class": dict(result.by_class), "measured_at": time.time()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("cannot write calibration cache %s: %s", path, exc)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
