@@ -33,6 +33,7 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 CALIBRATION_VERSION = 1
+CALIBRATION_FILE = "calibration.json"  # in the node's data dir
 _MIN_CALLS = 3
 
 
