@@ -131,7 +131,7 @@ def observe(
     new = dict(state.samples)
     speeds = {ALL: math.log(advertised_gflops) + log_e}
     for cls, t in times.items():
-        if t / predicted >= params.min_share:
+        if flops_by_class and t / predicted >= params.min_share:  # no breakdown: "all" only
             speeds[cls] = math.log(adv_by_class.get(cls, advertised_gflops)) + log_e
     for cls, log_speed in speeds.items():
         new[cls] = (tuple(new.get(cls, ())) + (log_speed,))[-params.window :]
