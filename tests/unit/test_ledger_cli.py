@@ -1,0 +1,51 @@
+"""`p2pinfer ledger [--json] [--data-dir DIR]` over a real ledger file."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from p2pinfer.cli import main
+from p2pinfer.core.reputation import EventKind
+from p2pinfer.ledger import Ledger, ledger_path
+
+
+def _fill(data_dir):
+    now = time.time()
+    with Ledger(ledger_path(data_dir)) as led:
+        for _ in range(3):
+            led.record_hop_ok("goodpeer", now=now, flops=10**9, measured_s=0.1, advertised_gflops=100.0)
+        for _ in range(4):
+            led.record_failure("flaky", EventKind.TIMEOUT, now=now)
+
+
+def test_json_is_one_document_with_rows_and_totals(tmp_path, capsys):
+    _fill(tmp_path)
+    assert main(["ledger", "--json", "--data-dir", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {r["peer_id"]: r for r in doc["peers"]}
+    assert doc["exists"] and set(rows) == {"goodpeer", "flaky"}
+    assert rows["goodpeer"]["hops_ok"] == 3 and abs(rows["goodpeer"]["measured_gflops"] - 10.0) < 1e-9
+    assert rows["flaky"]["excluded"] and rows["flaky"]["timeouts"] == 4
+    assert doc["totals"]["peers"] == 2 and doc["totals"]["hops_ok"] == 3 and doc["totals"]["events"] == 8
+
+
+def test_table_shows_each_peer_and_its_status(tmp_path, capsys):
+    _fill(tmp_path)
+    assert main(["ledger", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "goodpeer" in out and "flaky" in out and "excl" in out and "2 peers" in out
+
+
+def test_missing_ledger_is_empty_not_an_error(tmp_path, capsys):
+    assert main(["ledger", "--json", "--data-dir", str(tmp_path / "none")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exists"] is False and doc["peers"] == []
+    assert not (tmp_path / "none").exists()  # looking does not create anything
+
+
+def test_corrupt_ledger_is_one_line_and_exit_2(tmp_path, capsys):
+    ledger_path(tmp_path).write_bytes(b"garbage" * 1000)
+    assert main(["ledger", "--json", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt" in err
