@@ -3,8 +3,10 @@
 Why a module of its own: the wire messages (core/wire.py) and the sealed frame payloads share one
 strict decoder, and every rule about what bytes we accept lives here, in one place:
 
-- `decode_strict` checks the size BEFORE parsing, rejects trailing bytes, and turns every cbor2
-  failure into a `WireError` naming the problem.
+- `decode_strict` checks the size BEFORE parsing and accepts only canonical CBOR of the small
+  subset our messages use (its own ~100-line reader: no floats, no indefinite lengths, keys in
+  canonical order, shortest-form heads, bounded depth, no trailing bytes); every problem is a
+  `WireError` naming it. Encoding uses cbor2's canonical mode.
 - Tensors are RFC 8746 multi-dimensional arrays: tag 40 over `[shape, typed-array]`, where the
   typed array is one of the little-endian typed-array tags below (row-major, C order). Ranks,
   dimensions, element counts and dtypes are bounded; the byte length must equal
@@ -17,8 +19,8 @@ Pure: numpy and cbor2 only, no I/O.
 
 from __future__ import annotations
 
-import io
 import math
+import os
 import re
 from types import MappingProxyType
 from typing import Any, Mapping, Union
@@ -55,26 +57,161 @@ Activation = Union[np.ndarray, Mapping[str, np.ndarray]]
 
 
 def encode_canonical(obj: Any) -> bytes:
-    """Deterministic CBOR (RFC 8949 core deterministic encoding): the bytes we sign and hash."""
-    return cbor2.dumps(obj, canonical=True)
+    """Deterministic CBOR (RFC 7049 section 3.9 canonical, as cbor2 canonical=True): the bytes we
+    sign and hash. Large byte strings are spliced in afterwards (cbor2's canonical mode copies
+    every nested value several times while sorting keys; a 16 MiB activation made that ~60 ms)."""
+    big: dict[bytes, bytes] = {}
+    skeleton = cbor2.dumps(_stub_large(obj, big), canonical=True)
+    if not big:
+        return skeleton
+    parts: list[bytes] = []
+    pos = 0
+    for marker in sorted(big, key=skeleton.find):
+        at = skeleton.find(marker)
+        parts += [skeleton[pos:at], _head(2, len(big[marker])), big[marker]]
+        pos = at + len(marker)
+    parts.append(skeleton[pos:])
+    return b"".join(parts)
+
+
+_SPLICE_MIN = 4096
+
+
+def _stub_large(obj: Any, big: dict[bytes, bytes]) -> Any:
+    """Replace byte strings >= _SPLICE_MIN by unique random 16-byte stubs (map keys untouched)."""
+    if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) >= _SPLICE_MIN:
+        stub = os.urandom(16)
+        big[b"\x50" + stub] = obj if isinstance(obj, bytes) else bytes(obj)  # 0x50: bstr of length 16
+        return stub
+    if isinstance(obj, dict):
+        return {k: _stub_large(v, big) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_stub_large(v, big) for v in obj]
+    if isinstance(obj, cbor2.CBORTag):
+        return cbor2.CBORTag(obj.tag, _stub_large(obj.value, big))
+    return obj
+
+
+def _head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * size):
+            return bytes([major << 5 | info]) + n.to_bytes(size, "big")
+    raise WireError(f"length {n} does not fit CBOR")
 
 
 def decode_strict(data: bytes, *, max_size: int, what: str = "message") -> Any:
-    """Decode exactly one CBOR item of at most `max_size` bytes; anything else is a WireError."""
+    """Decode exactly one canonical CBOR item of at most `max_size` bytes, or WireError.
+
+    Accepted subset (all our messages need): unsigned/negative ints, byte and text strings,
+    arrays, maps, tags, true/false/null; definite lengths, shortest-form heads, map keys in
+    canonical order without duplicates, nesting depth <= 16. Floats, indefinite lengths,
+    undefined/simple values and trailing bytes are rejected. Large byte strings are sliced
+    out of the frame without re-buffering.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError(f"{what}: expected bytes, got {type(data).__name__}")
     if len(data) > max_size:
         raise WireError(f"{what}: {len(data)} bytes exceeds the limit of {max_size}")
     if not data:
         raise WireError(f"{what}: empty")
-    buf = io.BytesIO(data)
-    try:
-        obj = cbor2.CBORDecoder(buf).decode()
-    except Exception as exc:  # cbor2 raises many types (ValueError, CBORDecodeError, ...)
-        raise WireError(f"{what}: not valid CBOR ({type(exc).__name__}: {exc})") from None
-    if buf.tell() != len(data):
-        raise WireError(f"{what}: {len(data) - buf.tell()} trailing bytes after the CBOR item")
+    reader = _Reader(bytes(data), what)
+    obj = reader.item(0)
+    if reader.pos != len(reader.data):
+        raise WireError(f"{what}: {len(reader.data) - reader.pos} trailing bytes after the CBOR item")
     return obj
+
+
+class _Reader:
+    """Cursor over one frame; each CBOR major type has its own small method (dispatch table)."""
+
+    MAX_DEPTH = 16
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def fail(self, problem: str) -> WireError:
+        return WireError(f"{self.what}: not valid canonical CBOR: {problem} at byte {self.pos}")
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise self.fail(f"truncated (needs {n} more bytes)")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def head(self) -> tuple[int, int, int]:
+        """(major, info, argument) with the shortest-form rule enforced."""
+        initial = self.take(1)[0]
+        major, info = initial >> 5, initial & 31
+        if info < 24:
+            return major, info, info
+        if info > 27:
+            raise self.fail("indefinite length or reserved additional info")
+        if major == 7:
+            raise self.fail("floats, undefined and simple values are not allowed")
+        size = 1 << (info - 24)
+        arg = int.from_bytes(self.take(size), "big")
+        if arg < (24 if size == 1 else 1 << (4 * size)):
+            raise self.fail("integer or length not in shortest form")
+        return major, info, arg
+
+    def item(self, depth: int) -> Any:
+        if depth > self.MAX_DEPTH:
+            raise self.fail(f"nesting deeper than {self.MAX_DEPTH}")
+        major, info, arg = self.head()
+        return _MAJORS[major](self, info, arg, depth)
+
+    def _uint(self, info: int, arg: int, depth: int) -> int:
+        return arg
+
+    def _negint(self, info: int, arg: int, depth: int) -> int:
+        return -1 - arg
+
+    def _bytes(self, info: int, arg: int, depth: int) -> bytes:
+        return self.take(arg)
+
+    def _text(self, info: int, arg: int, depth: int) -> str:
+        try:
+            return self.take(arg).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail("text string is not UTF-8") from None
+
+    def _array(self, info: int, arg: int, depth: int) -> list[Any]:
+        if arg > len(self.data) - self.pos:
+            raise self.fail(f"array of {arg} items cannot fit")
+        return [self.item(depth + 1) for _ in range(arg)]
+
+    def _map(self, info: int, arg: int, depth: int) -> dict[Any, Any]:
+        if arg > len(self.data) - self.pos:
+            raise self.fail(f"map of {arg} entries cannot fit")
+        out: dict[Any, Any] = {}
+        previous = b""
+        for _ in range(arg):
+            start = self.pos
+            key = self.item(depth + 1)
+            raw = self.data[start:self.pos]
+            if not isinstance(key, (str, int)):
+                raise self.fail("map keys must be text or integers")
+            if (len(raw), raw) <= (len(previous), previous):
+                raise self.fail("map keys not in canonical order or duplicated")
+            previous = raw
+            out[key] = self.item(depth + 1)
+        return out
+
+    def _tag(self, info: int, arg: int, depth: int) -> cbor2.CBORTag:
+        return cbor2.CBORTag(arg, self.item(depth + 1))
+
+    def _simple(self, info: int, arg: int, depth: int) -> Any:
+        if info in _SIMPLE:
+            return _SIMPLE[info]
+        raise self.fail("floats, undefined and simple values are not allowed")
+
+
+_SIMPLE = {20: False, 21: True, 22: None}
+_MAJORS = (_Reader._uint, _Reader._negint, _Reader._bytes, _Reader._text, _Reader._array, _Reader._map,
+           _Reader._tag, _Reader._simple)
 
 
 def tensor_to_cbor(arr: np.ndarray) -> cbor2.CBORTag:

@@ -14,6 +14,10 @@ from p2pinfer.core import codec, wire
 from p2pinfer.errors import WireError
 
 
+def _c(obj):
+    return cbor2.dumps(obj, canonical=True)
+
+
 def _assignment(**over):
     fields = dict(
         circuit_id=os.urandom(16), hop="hop", requester="req", model_id="mlp", start=0, stop=2,
@@ -35,7 +39,7 @@ def test_tensor_round_trip_each_dtype(dtype):
     arr = (np.arange(24).reshape(2, 3, 4) % 7).astype(dtype)
     tagged = codec.tensor_to_cbor(arr)
     assert tagged.tag == 40 and tagged.value[1].tag == codec.DTYPE_TAGS[dtype]
-    back = codec.tensor_from_cbor(cbor2.loads(cbor2.dumps(tagged)))
+    back = codec.tensor_from_cbor(codec.decode_strict(_c(tagged), max_size=1 << 20))
     assert back.dtype == arr.dtype and back.shape == arr.shape and np.array_equal(back, arr)
 
 
@@ -61,14 +65,14 @@ def test_size_is_checked_before_parsing():
 
 @pytest.mark.parametrize("data, problem", [
     (b"", "empty"),
-    (b"\x1f", "not valid CBOR"),
-    (cbor2.dumps({"t": "assign", "sealed": b"x"}) + b"\x00", "trailing"),
-    (cbor2.dumps([1, 2]), "expected a CBOR map"),
-    (cbor2.dumps({"t": "nope"}), "unknown type"),
-    (cbor2.dumps({"t": "frame"}), "not expected here"),
-    (cbor2.dumps({"t": "assign", "sealed": b"x", "extra": 1}), "unknown fields"),
-    (cbor2.dumps({"t": "assign"}), "missing fields"),
-    (cbor2.dumps({"t": "assign", "sealed": "text"}), "expected a byte string"),
+    (b"\x1f", "not valid canonical CBOR"),
+    (_c({"t": "assign", "sealed": b"x"}) + b"\x00", "trailing"),
+    (_c([1, 2]), "expected a CBOR map"),
+    (_c({"t": "nope"}), "unknown type"),
+    (_c({"t": "frame"}), "not expected here"),
+    (_c({"t": "assign", "sealed": b"x", "extra": 1}), "unknown fields"),
+    (_c({"t": "assign"}), "missing fields"),
+    (_c({"t": "assign", "sealed": "text"}), "expected a byte string"),
 ])
 def test_malformed_messages_are_rejected_with_the_problem_named(data, problem):
     with pytest.raises(WireError, match=problem):
@@ -84,7 +88,7 @@ def test_cross_field_rules_reject_inconsistent_assignments():
                             ({"start": True}, "expected an integer"),
                             ({"next_hop": {"peer_id": "x", "addrs": [], "final": True}}, "final hop")]:
         with pytest.raises(WireError, match=problem):
-            wire.decode(cbor2.dumps({**good, **change}), expect=[wire.Assignment])
+            wire.decode(_c({**good, **change}), expect=[wire.Assignment])
 
 
 @pytest.mark.parametrize("tensor, problem", [
@@ -99,7 +103,7 @@ def test_cross_field_rules_reject_inconsistent_assignments():
     ({}, "1..32 entries"),
 ])
 def test_bad_tensors_are_rejected(tensor, problem):
-    data = cbor2.dumps({"t": "payload", "act": tensor, "trace": []})
+    data = _c({"t": "payload", "act": tensor, "trace": []})
     with pytest.raises(WireError, match=problem):
         wire.decode(data, expect=[wire.FramePayload])
 
@@ -110,6 +114,33 @@ def test_unsupported_dtype_cannot_be_encoded():
 
 
 def test_refusal_reason_must_be_known():
-    data = cbor2.dumps({"t": "refused", "circuit_id": b"", "hop": "h", "reason": "whatever", "message": ""})
+    data = _c({"t": "refused", "circuit_id": b"", "hop": "h", "reason": "whatever", "message": ""})
     with pytest.raises(WireError, match="not one of"):
         wire.decode(data, expect=[wire.AssignmentRefused])
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"\x18\x05", "shortest form"),                       # 5 encoded in two bytes
+    (b"\x5f\x41a\xff", "indefinite"),                    # indefinite-length byte string
+    (b"\xa2\x61b\x01\x61a\x02", "canonical order"),      # keys out of order
+    (b"\xa2\x61a\x01\x61a\x02", "canonical order"),      # duplicate key
+    (b"\xfb" + b"\0" * 8, "floats"),
+    (b"\xf7", "floats, undefined"),                        # undefined
+    (b"\x62\xff\xfe", "UTF-8"),
+    (b"\x45abc", "truncated"),
+    (b"\x9a\xff\xff\xff\xff", "cannot fit"),            # array claiming 4G items
+    (b"\x81" * 40 + b"\x00", "nesting"),
+    (b"\xa1\x41k\x00", "map keys must be"),                # byte-string key
+])
+def test_only_canonical_cbor_is_accepted(data, problem):
+    with pytest.raises(WireError, match=problem):
+        codec.decode_strict(data, max_size=1 << 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=5000) | st.text(max_size=20),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12))
+def test_strict_decoder_agrees_with_cbor2_on_canonical_data(obj):
+    data = codec.encode_canonical(obj)
+    assert data == cbor2.dumps(obj, canonical=True)  # splicing big byte strings changes nothing
+    assert codec.decode_strict(data, max_size=1 << 20) == cbor2.loads(data)
