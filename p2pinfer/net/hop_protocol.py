@@ -31,7 +31,7 @@ from p2pinfer.core import hop as hopm
 from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
 from p2pinfer.crypto.identity import Identity
-from p2pinfer.errors import InputError, ModelError, NetworkError, P2PInferError, UnknownModelError, WireError
+from p2pinfer.errors import InputError, ModelError, NetworkError, P2PInferError, WireError
 from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.layers import param_bytes
 from p2pinfer.models.manifest import Manifest
@@ -147,19 +147,23 @@ class HopService:
         try:
             with trio.fail_after(self.config.setup_timeout_s):
                 manifest = await self.fetcher.ensure_manifest(a.model_id, sources)
-                refusal = self._admit(a, manifest)
-                if refusal:
-                    return self.machine.span_refused(cid, *refusal)
-                hashes = span_hashes(manifest, a.start, a.stop)
-                extra = [p for h in hashes for p in self._weight_sources(h)]
+        except trio.TooSlowError:
+            return self.machine.span_refused(cid, "unknown-model", f"no manifest within {self.config.setup_timeout_s}s")
+        except ModelError as exc:  # UnknownModelError, or a manifest we cannot accept
+            reason = "unknown-layer-kind" if "unknown layer kind" in str(exc) else "unknown-model"
+            return self.machine.span_refused(cid, reason, str(exc))
+        refusal = self._admit(a, manifest)
+        if refusal:
+            return self.machine.span_refused(cid, *refusal)
+        hashes = list(a.weight_hashes)
+        extra = [p for h in hashes for p in self._weight_sources(h)]
+        try:
+            with trio.fail_after(self.config.setup_timeout_s):
                 await self.fetcher.ensure_blobs(hashes, list(dict.fromkeys(sources + extra)))
         except trio.TooSlowError:
-            return self.machine.span_refused(cid, "missing-weights", f"setup took over {self.config.setup_timeout_s}s")
-        except UnknownModelError as exc:
-            return self.machine.span_refused(cid, "unknown-model", str(exc))
-        except ModelError as exc:
-            reason = "unknown-layer-kind" if "kind" in str(exc) else "missing-weights"
-            return self.machine.span_refused(cid, reason, str(exc))
+            return self.machine.span_refused(cid, "missing-weights", f"weights not fetched within {self.config.setup_timeout_s}s")
+        except ModelError as exc:  # not held anywhere, or failed verification (WeightIntegrityError)
+            return self.machine.span_refused(cid, "missing-weights", str(exc))
         self._manifests[cid] = manifest
         return self.machine.span_ready(cid)
 

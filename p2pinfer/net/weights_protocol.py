@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -27,6 +27,7 @@ from p2pinfer.net.framing import read_frame, write_frame
 
 log = logging.getLogger(__name__)
 WEIGHTS_PROTOCOL = TProtocol("/p2pinfer/weights/1.0.0")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,22 @@ class WeightFetcher:
     def __init__(self, host: IHost, store: ModelStore, *, config: WeightsConfig = WeightsConfig()) -> None:
         self.host, self.store, self.config = host, store, config
         self.fetched = 0
+        self.rejected = 0
 
     async def ensure_manifest(self, model_id: str, sources: Sequence[str]) -> Manifest:
         if await trio.to_thread.run_sync(self.store.has_manifest, model_id):
             return await trio.to_thread.run_sync(self.store.get_manifest, model_id)
-        data = await self._fetch("manifest", model_id, sources)
-        if data is None:
+
+        def accept(data: bytes) -> Manifest:
+            manifest = Manifest.from_cbor(data)  # validates every field and layer kind
+            if manifest.model_id != model_id:
+                raise WeightIntegrityError(f"manifest received for {model_id[:16]}... hashes to {manifest.model_id[:16]}...")
+            self.store.put_manifest(manifest)
+            return manifest
+
+        manifest = await self._fetch("manifest", model_id, sources, accept)
+        if manifest is None:
             raise UnknownModelError(f"model {model_id[:16]}... is neither local nor held by {len(sources)} source(s)")
-        manifest = Manifest.from_cbor(data)
-        if manifest.model_id != model_id:
-            raise WeightIntegrityError(f"manifest received for {model_id[:16]}... hashes to {manifest.model_id[:16]}...")
-        await trio.to_thread.run_sync(lambda: self.store.put_manifest(manifest))
         return manifest
 
     async def ensure_blobs(self, hashes: Sequence[str], sources: Sequence[str]) -> int:
@@ -108,23 +114,25 @@ class WeightFetcher:
         for blob_hash in hashes:
             if await trio.to_thread.run_sync(self.store.has_blob, blob_hash):
                 continue
-            data = await self._fetch("blob", blob_hash, sources)
-            if data is None:
-                raise ModelError(f"weights {blob_hash[:16]}... are not held by any of {len(sources)} source(s)")
-            await trio.to_thread.run_sync(self.store.put_blob, blob_hash, data)  # re-hashes: WeightIntegrityError
+            stored = await self._fetch("blob", blob_hash, sources, lambda data, h=blob_hash: self.store.put_blob(h, data) or True)
+            if not stored:
+                raise ModelError(f"weights {blob_hash[:16]}... are not held (intact) by any of {len(sources)} source(s)")
             fetched += 1
         self.fetched += fetched
         return fetched
 
-    async def _fetch(self, kind: str, content_hash: str, sources: Sequence[str]) -> bytes | None:
+    async def _fetch(self, kind: str, content_hash: str, sources: Sequence[str], accept: Callable[[bytes], T]) -> T | None:
+        """Try sources in order; `accept` verifies and stores (in a worker thread) or raises ModelError."""
         for source in sources:
             try:
                 data = await fetch_content(self.host, source, kind, content_hash, config=self.config)
+                if data is not None:
+                    return await trio.to_thread.run_sync(accept, data)
             except (NetworkError, WireError) as exc:
                 log.info("fetching %s %s from %s failed: %s", kind, content_hash[:16], source, exc)
-                continue
-            if data is not None:
-                return data
+            except ModelError as exc:  # includes WeightIntegrityError: the source lied or is corrupt
+                self.rejected += 1
+                log.warning("discarding %s %s from %s: %s", kind, content_hash[:16], source, exc)
         return None
 
 
