@@ -411,11 +411,9 @@ class Ledger:
         return self._read("SELECT * FROM events WHERE peer_id = ? ORDER BY id DESC LIMIT ?", (peer_id, limit))
 
     def totals(self) -> dict[str, Any]:
-        row = self._read(
-            "SELECT count(*) AS peers, coalesce(sum(hops_ok), 0) AS hops_ok, coalesce(sum(failures), 0) AS failures, "
-            "coalesce(sum(timeouts), 0) AS timeouts, coalesce(sum(refusals), 0) AS refusals, "
-            "coalesce(sum(verification_failures), 0) AS verification_failures, "
-            "coalesce(sum(earned_flops), 0) AS earned_flops, coalesce(sum(spent_flops), 0) AS spent_flops FROM peers")[0]
+        cols = ("hops_ok", "failures", "timeouts", "refusals", "verification_failures", "earned_flops", "spent_flops")
+        sums = ", ".join(f"coalesce(sum({c}), 0) AS {c}" for c in cols)
+        row = self._read(f"SELECT count(*) AS peers, {sums} FROM peers")[0]
         row["events"] = self._read("SELECT count(*) AS n FROM events")[0]["n"]
         row["receipts"] = self._read("SELECT count(*) AS n FROM receipts")[0]["n"]
         row["earned_gflop"] = row.pop("earned_flops") / 1e9

@@ -161,3 +161,14 @@ def test_reputation_always_in_unit_interval_and_counters_add_up(kinds, step):
     for t in ts:
         assert 0 < t.reputation <= 1
     assert state.hops_ok + state.failures + state.timeouts + state.refusals + state.verification_failures == len(kinds)
+
+
+def test_the_rule_modules_import_no_io_frameworks():
+    import subprocess
+    import sys
+
+    code = ("import sys; import p2pinfer.core.reputation, p2pinfer.core.speed, p2pinfer.core.verification, "
+            "p2pinfer.core.receipts, p2pinfer.core.admission; "
+            "print(sorted(m for m in ('trio', 'torch', 'sqlite3', 'libp2p') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
