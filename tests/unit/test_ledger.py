@@ -120,10 +120,12 @@ def test_thousand_honest_hops_with_realistic_jitter_exclude_no_one(path):
 
 
 def test_receipts_give_bilateral_credit_once(path):
-    earned = sign_receipt(Receipt.make(circuit_id=b"\x01" * 16, hop_peer_id=ME.peer_id, requester_peer_id=PEER.peer_id,
-                                       model_id="m", start=0, stop=3, flops=5 * GFLOP, measured_s=0.5, issued_at=1.0), PEER)
-    spent = sign_receipt(Receipt.make(circuit_id=b"\x02" * 16, hop_peer_id=PEER.peer_id, requester_peer_id=ME.peer_id,
-                                      model_id="m", start=3, stop=6, flops=8 * GFLOP, measured_s=0.5, issued_at=2.0), ME)
+    def make(cid: int, hop: Identity, requester: Identity, flops: int):
+        return sign_receipt(Receipt.make(circuit_id=bytes([cid]) * 16, hop_peer_id=hop.peer_id,
+                                         requester_peer_id=requester.peer_id, model_id="m", start=0, stop=3,
+                                         flops=flops, measured_s=0.5, issued_at=1.0), requester)
+
+    earned, spent = make(1, ME, PEER, 5 * GFLOP), make(2, PEER, ME, 8 * GFLOP)
     with Ledger(path) as led:
         led.record_receipt_earned(earned.blob, self_peer_id=ME.peer_id, now=1.0)
         led.record_receipt_earned(earned.blob, self_peer_id=ME.peer_id, now=1.5)  # replay: counted once

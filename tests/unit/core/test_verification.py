@@ -45,8 +45,11 @@ def test_selection_is_deterministic_and_hits_the_configured_fraction():
 
 
 def test_selection_depends_on_the_requesters_secret():
-    a = [should_check(POLICY, secret=SECRET, circuit_id=cid(i), hop_index=0, hops_since_admission=50) for i in range(500)]
-    b = [should_check(POLICY, secret=b"t" * 32, circuit_id=cid(i), hop_index=0, hops_since_admission=50) for i in range(500)]
+    def picks(secret):
+        return [should_check(POLICY, secret=secret, circuit_id=cid(i), hop_index=0, hops_since_admission=50)
+                for i in range(500)]
+
+    a, b = picks(SECRET), picks(b"t" * 32)
     assert a != b
 
 
