@@ -124,7 +124,10 @@ class Ledger:
     """A node's reputation ledger in one sqlite file (created if missing)."""
 
     def __init__(self, path: Path | str, *, params: ReputationParams = ReputationParams(),
-                 speed_params: SpeedParams = SpeedParams(), synchronous: str = "NORMAL") -> None:
+                 speed_params: SpeedParams = SpeedParams(), synchronous: str = "NORMAL",
+                 max_events: int = 200_000) -> None:
+        if max_events < 1:
+            raise LedgerError("ledger: max_events must be >= 1")
         if synchronous not in _SYNC_MODES:
             raise LedgerError(f"ledger: synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
         self.path = Path(path)
@@ -138,6 +141,7 @@ class Ledger:
             raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
         try:
             self._setup(synchronous)
+            self.prune_events(keep=max_events)
         except sqlite3.Error as exc:
             self._conn.close()
             raise LedgerError(
@@ -419,6 +423,13 @@ class Ledger:
         row["earned_gflop"] = row.pop("earned_flops") / 1e9
         row["spent_gflop"] = row.pop("spent_flops") / 1e9
         return row
+
+    def prune_events(self, *, keep: int) -> int:
+        """Drop all but the newest `keep` log events (peer rows and receipts are never pruned)."""
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (keep,)).rowcount
+
+        return self._txn(work)
 
     def integrity_check(self) -> str:
         return self._read("PRAGMA integrity_check")[0]["integrity_check"]

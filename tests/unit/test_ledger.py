@@ -210,3 +210,12 @@ def test_snapshot_keeps_per_class_speeds_consistent_with_core(path):
                                                  latency_ms=0.0, gflops_by_class={"conv": 100.0}), 3.0)
         assert adjusted.gflops_by_class["conv"] == pytest.approx(10.0)
         assert effective_gflops.__module__ == "p2pinfer.core.speed"
+
+
+def test_event_log_is_bounded_but_peer_rows_are_kept(path):
+    with Ledger(path) as led:
+        for i in range(30):
+            led.record_failure(f"p{i % 3}", EventKind.REFUSED, now=float(i))
+    with Ledger(path, max_events=10) as led:
+        assert led.totals()["events"] == 10 and led.events(limit=1)[0]["at"] == 29.0
+        assert sum(v.state.refusals for v in led.peers(30.0)) == 30
