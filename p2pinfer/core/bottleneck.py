@@ -1,0 +1,199 @@
+"""Throughput objective: minimise the pipeline bottleneck over chains of distinct peers.
+
+Minimising the period of an interval mapping on heterogeneous processors is NP-hard (Benoit &
+Robert, "Mapping pipeline skeletons onto heterogeneous platforms", JPDC 2008), so this module
+proves what it can and says what it proved:
+
+1. The min-max DP with peers reusable gives a proven lower bound T0 in one pass.
+2. A *probe* at T asks for the fastest (latency DP) chain whose every stage and transfer
+   bandwidth part is <= T, made elementary by DSSR (core/chain_dp.py). It either returns a chain
+   (bottleneck <= T), proves none exists (relaxation infeasible), or is inconclusive (budget).
+3. Probe T0 first: a chain there is optimal. Otherwise grow T geometrically until a probe finds a
+   chain, then bisect. The optimum is one of finitely many term values (a stage or a transfer's
+   bandwidth part); when there are few enough of them the bisection runs over those values and a
+   proven-infeasible neighbour makes the result exactly optimal. The largest T proven infeasible
+   is the lower bound reported.
+
+The chain returned is also the lowest-latency one among those within its bottleneck (the probe
+minimises latency under the cap).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .chain_dp import SearchResult, _window_starts, dssr, pass_work, solve
+from .costs import CostModel, Span
+from .plan import PlannerOptions
+
+CAP_SLACK = 1e-9  # relative slack when capping at a bottleneck (float round-off)
+_MAX_CANDIDATES = 2_000_000  # enumerate term values up to this many (L^2 P / 2 stage terms)
+_MAX_PROBES = 30
+_EXACT_PEERS = 8  # up to this many usable peers, probes run the full exact search
+_PROBE_PASSES = 2  # otherwise a probe may spend about this many full passes
+_STOP_RATIO = 1.01  # real-valued bisection stops within 1%
+
+
+@dataclass(frozen=True)
+class BottleneckResult:
+    spans: tuple[Span, ...] | None
+    lower_bound: float
+    optimal: bool
+
+
+def bottleneck_of(cm: CostModel, spans: tuple[Span, ...]) -> float:
+    return cm.evaluate(spans, "throughput").bottleneck_s
+
+
+def candidate_values(cm: CostModel, lo: float) -> np.ndarray | None:
+    """Sorted distinct values >= lo that the optimal bottleneck can take (None: too many)."""
+    L, P = cm.num_layers, cm.num_peers
+    if P * L * (L + 1) // 2 + 2 * P * (L + 1) > _MAX_CANDIDATES:
+        return None
+    st = cm.stage
+    iu, ju = np.triu_indices(L + 1, k=1)
+    stages = (st[:, ju] - st[:, iu]).ravel()
+    links = np.concatenate([np.outer(cm.bits, cm.inv_up).ravel(), np.outer(cm.bits, cm.inv_down).ravel(),
+                            cm.bits[[0, -1]] * np.array([cm.req_inv_up, cm.req_inv_down])])
+    vals = np.unique(np.concatenate([stages, links]))
+    return vals[vals >= lo * (1 - CAP_SLACK)]
+
+
+class _Prober:
+    """Runs probes, remembering the best chain found and the largest T proven infeasible."""
+
+    def __init__(self, cm: CostModel, options: PlannerOptions) -> None:
+        self.cm, self.options = cm, options
+        self.best: tuple[Span, ...] | None = None
+        self.hi = math.inf
+        self.infeasible = 0.0  # no chain has bottleneck <= this (proven)
+        self.probes = 0
+        self.exact = cm.num_peers <= _EXACT_PEERS
+        if self.exact:
+            self.budget, self.max_critical = options.search_budget, options.max_critical
+        else:
+            self.budget = min(options.search_budget, _PROBE_PASSES * pass_work(cm, 0))
+            self.max_critical = min(options.max_critical, 3)
+
+    def offer(self, spans: tuple[Span, ...]) -> None:
+        value = bottleneck_of(self.cm, spans)
+        if value < self.hi:
+            self.best, self.hi = spans, value
+
+    def probe(self, t: float) -> bool | None:
+        """True: a chain within t exists (recorded); False: proven none; None: inconclusive."""
+        self.probes += 1
+        res: SearchResult = dssr(self.cm, "sum", cap=t * (1 + CAP_SLACK), budget=self.budget,
+                                 max_critical=self.max_critical)
+        if res.spans is not None:
+            value = bottleneck_of(self.cm, res.spans)
+            if value <= self.hi:  # equal: the probe's chain is the faster one under the cap
+                self.best, self.hi = res.spans, value
+            return True
+        if res.optimal:
+            self.infeasible = max(self.infeasible, t)
+            return False
+        return None
+
+
+def capacity_bound(cm: CostModel, lo: float, hi: float) -> float:
+    """Largest T in [lo, hi] proven infeasible by counting work (within 1%), else lo.
+
+    Each peer serves one span, so under bottleneck T it covers at most W_Y(T) FLOPs: the most
+    FLOPs of any span that fits its memory and whose stage is <= T. If the sum over all peers
+    is below the model's FLOPs, no plan has bottleneck T.
+    """
+    flops = np.concatenate([[0.0], np.cumsum([lay.flops for lay in cm.profile.layers], dtype=float)])
+    flops = flops[-(cm.num_layers + 1):] - flops[-(cm.num_layers + 1)]
+    lo_mem = _window_starts(cm, cm.stage, math.inf)  # (L+1, P)
+    b = np.arange(cm.num_layers + 1)
+
+    def covers(t: float) -> bool:
+        total = 0.0
+        for y in range(cm.num_peers):
+            st = cm.stage[y]
+            start = np.maximum(lo_mem[:, y], np.searchsorted(st, st - t * (1 + CAP_SLACK), side="left"))
+            total += float(np.max(flops[b] - flops[np.minimum(start, b)]))
+            if total >= flops[-1]:
+                return True
+        return False
+
+    if not math.isfinite(hi) or covers(lo):
+        return lo
+    if not covers(hi):
+        return hi
+    while hi > lo * 1.01:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if covers(mid) else (mid, hi)
+    return lo
+
+
+def search_bottleneck(cm: CostModel, options: PlannerOptions,
+                      incumbents: Callable[[], Sequence[tuple[Span, ...]]] = tuple) -> BottleneckResult:
+    """Best chain for the throughput objective, with a proven lower bound on its bottleneck.
+
+    `incumbents()` gives known feasible chains (e.g. baselines), asked for only when the quick
+    exact check fails: the result is never worse than any of them.
+    """
+    relaxed = solve(cm, "max")
+    if relaxed is None:
+        return BottleneckResult(None, math.inf, True)
+    t0 = relaxed.value  # optimum >= t0
+    pr = _Prober(cm, options)
+    if pr.probe(t0):
+        return BottleneckResult(pr.best, t0, True)
+    for spans in incumbents():
+        pr.offer(spans)
+    pr.infeasible = max(pr.infeasible, capacity_bound(cm, t0, pr.hi))
+    cands = candidate_values(cm, t0) if pr.exact else None
+    if cands is not None:
+        _bisect_candidates(pr, cands)
+    else:
+        _bisect_reals(pr, t0)
+    lower = max(t0, pr.infeasible)
+    if pr.best is None:
+        return BottleneckResult(None, lower, cands is not None and pr.infeasible >= cands[-1])
+    optimal = pr.hi <= t0 * (1 + CAP_SLACK) or _all_below_infeasible(pr, cands)
+    return BottleneckResult(pr.best, pr.hi if optimal else lower, optimal)
+
+
+def _all_below_infeasible(pr: _Prober, cands: np.ndarray | None) -> bool:
+    """Every possible bottleneck value below the best found is proven infeasible."""
+    if cands is None:
+        return pr.hi <= pr.infeasible * (1 + CAP_SLACK)
+    below = cands[cands < pr.hi * (1 - CAP_SLACK)]
+    return len(below) == 0 or below[-1] <= pr.infeasible
+
+
+def _hi_index(pr: _Prober, cands: np.ndarray) -> int:
+    return min(len(cands) - 1, int(np.searchsorted(cands, pr.hi * (1 - CAP_SLACK))))
+
+
+def _bisect_candidates(pr: _Prober, cands: np.ndarray) -> None:
+    """Binary search over the possible bottleneck values (lo: proven or assumed infeasible)."""
+    lo = int(np.searchsorted(cands, pr.infeasible, side="right")) - 1
+    if pr.best is None and not pr.probe(float(cands[-1])):
+        return
+    hi = _hi_index(pr, cands)
+    while hi - lo > 1 and pr.probes < _MAX_PROBES:
+        mid = (lo + hi) // 2
+        if pr.probe(float(cands[mid])):
+            hi = min(mid, _hi_index(pr, cands))
+        else:
+            lo = mid
+
+
+def _bisect_reals(pr: _Prober, t0: float) -> None:
+    """Grow T geometrically until feasible, then bisect in log space."""
+    lo = t = max(t0, pr.infeasible)
+    while pr.best is None and pr.probes < _MAX_PROBES // 2:
+        lo, t = t, t * 2
+        pr.probe(t)
+    while pr.best is not None and pr.hi > lo * _STOP_RATIO and pr.probes < _MAX_PROBES:
+        mid = math.sqrt(lo * pr.hi)
+        if not pr.probe(mid):
+            lo = mid

@@ -1,0 +1,179 @@
+"""The project's cost model (docs/cost-model.md), compiled into arrays once per planning call.
+
+Everything the planner, the baselines and the plot need to price a plan lives here, so that every
+plan is priced by one formula. Units: seconds, bytes, bits; `REQUESTER` (-1) stands for the
+requester's access link where a peer index is expected.
+
+Star / access-link model: transfer of B bytes X -> Y costs
+    (latency_ms_X + latency_ms_Y) / 1000 + 8 B / (min(up_mbps_X, down_mbps_Y) * 1e6)
+and a layer's compute on peer Y costs
+    (sum_c flops_c / gflops_c(Y) + unclassified_flops / gflops(Y)) / 1e9 / ((1 - load_Y) * r_Y)
+(gflops_c falls back to the scalar gflops; load and reputation r make the *expected* cost).
+A peer that does not hold a layer's weights pays 8 * param_bytes / (min(up_R, down_Y) * 1e6)
+once, amortised over `amortize_requests` requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from .plan import Hop, Plan, PlannerOptions
+from .profile import COMPUTE_CLASSES, ModelProfile
+from .snapshot import PeerSpec, SwarmSnapshot
+
+REQUESTER = -1
+Span = tuple[int, int, int]  # (peer index, start, stop)
+
+
+def usable_peers(snapshot: SwarmSnapshot, options: PlannerOptions) -> tuple[PeerSpec, ...]:
+    """Peers at or above the reputation threshold, sorted by id so plans do not depend on order."""
+    kept = [p for p in snapshot.peers if p.reputation >= options.exclusion_threshold]
+    return tuple(sorted(kept, key=lambda p: p.peer_id))
+
+
+def _layer_held(peer: PeerSpec, profile: ModelProfile, weights_hash: str) -> bool:
+    if profile.model_id in peer.holds or profile.name in peer.holds:
+        return True
+    return bool(weights_hash) and weights_hash in peer.holds
+
+
+def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
+    """(P, L) expected seconds of each layer on each peer (per-class speeds, load, reputation)."""
+    cols = (*COMPUTE_CLASSES, "_rest")
+    flops = np.zeros((profile.num_layers, len(cols)))
+    for i, layer in enumerate(profile.layers):
+        for j, c in enumerate(COMPUTE_CLASSES):
+            flops[i, j] = layer.flops_by_class.get(c, 0)
+        flops[i, -1] = max(0, layer.flops - sum(layer.flops_by_class.values()))
+    speed = np.array([[p.gflops_by_class.get(c, p.gflops) for c in COMPUTE_CLASSES] + [p.gflops] for p in peers])
+    seconds = (1.0 / (speed * 1e9)) @ flops.T
+    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
+    return seconds / derate[:, None]
+
+
+@dataclass(frozen=True, eq=False)
+class CostModel:
+    """Arrays for one (profile, snapshot, options); cumulative per-layer arrays have L+1 entries."""
+
+    profile: ModelProfile
+    peers: tuple[PeerSpec, ...]
+    excluded: tuple[str, ...]
+    compute: np.ndarray  # (P, L+1) cumulative expected compute seconds
+    fetch: np.ndarray  # (P, L+1) cumulative amortised weight-fetch seconds
+    params: np.ndarray  # (L+1,) cumulative param bytes
+    mem: np.ndarray  # (P,) bytes
+    lat: np.ndarray  # (P,) one-way access latency, seconds
+    inv_up: np.ndarray  # (P,) seconds per bit on the uplink
+    inv_down: np.ndarray  # (P,) seconds per bit on the downlink
+    bits: np.ndarray  # (L+1,) bits crossing boundary a (input at 0, out_bytes[a-1] after)
+    req_lat: float
+    req_inv_up: float
+    req_inv_down: float
+    # who sends the first hop its input: the requester, except in suffix models (see `suffix`)
+    src_lat: float = float("nan")
+    src_inv_up: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if self.src_lat != self.src_lat:  # NaN: default to the requester
+            object.__setattr__(self, "src_lat", self.req_lat)
+            object.__setattr__(self, "src_inv_up", self.req_inv_up)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.params) - 1
+
+    @property
+    def num_peers(self) -> int:
+        return len(self.peers)
+
+    @property
+    def stage(self) -> np.ndarray:
+        """(P, L+1) cumulative per-request busy time: compute + amortised fetch."""
+        return self.compute + self.fetch
+
+    def fits(self, y: int, a: int, b: int) -> bool:
+        return bool(self.params[b] - self.params[a] <= self.mem[y])
+
+    def bandwidth_s(self, src: int, dst: int, a: int) -> float:
+        """Bandwidth part of the transfer across boundary a from src to dst (REQUESTER allowed)."""
+        u = self.req_inv_up if src == REQUESTER else self.inv_up[src]
+        d = self.req_inv_down if dst == REQUESTER else self.inv_down[dst]
+        return float(self.bits[a] * max(u, d))
+
+    def transfer_s(self, src: int, dst: int, a: int) -> float:
+        lat_src = self.req_lat if src == REQUESTER else self.lat[src]
+        lat_dst = self.req_lat if dst == REQUESTER else self.lat[dst]
+        return float(lat_src + lat_dst) + self.bandwidth_s(src, dst, a)
+
+    def evaluate(self, spans: Sequence[Span], objective: str, *, method: str = "planner",
+                 lower_bound: float = 0.0, optimal: bool = False) -> Plan:
+        """Price a chain of spans with the cost model; the one place plans get their numbers."""
+        self._check_spans(spans)
+        hops, prev, bottleneck = [], REQUESTER, 0.0
+        for y, a, b in spans:
+            hop = Hop(self.peers[y].peer_id, a, b, float(self.compute[y, b] - self.compute[y, a]),
+                      self.transfer_s(prev, y, a), float(self.fetch[y, b] - self.fetch[y, a]))
+            bottleneck = max(bottleneck, hop.stage_s, self.bandwidth_s(prev, y, a))
+            hops.append(hop)
+            prev = y
+        out_s = self.transfer_s(prev, REQUESTER, self.num_layers)
+        bottleneck = max(bottleneck, self.bandwidth_s(prev, REQUESTER, self.num_layers))
+        latency = sum(h.transfer_in_s + h.stage_s for h in hops) + out_s
+        return Plan(objective, tuple(hops), out_s, latency, bottleneck, lower_bound, optimal, method)
+
+    def _check_spans(self, spans: Sequence[Span]) -> None:
+        if not spans or spans[0][1] != 0 or spans[-1][2] != self.num_layers:
+            raise ValueError("spans must cover [0, L)")
+        if len({y for y, _, _ in spans}) != len(spans):
+            raise ValueError("a peer may serve only one span")
+        for (y, a, b), nxt in zip(spans, [*spans[1:], None]):
+            if not a < b or (nxt is not None and nxt[1] != b):
+                raise ValueError("spans must be non-empty and contiguous")
+            if not self.fits(y, a, b):
+                raise ValueError(f"span [{a}, {b}) does not fit peer {self.peers[y].peer_id}")
+
+
+def restrict(cm: CostModel, keep: Sequence[int]) -> CostModel:
+    """The same cost model over a subset of peers (indices into cm.peers, in order)."""
+    k = np.array(keep, dtype=np.int64)
+    return replace(cm, peers=tuple(cm.peers[i] for i in keep), compute=cm.compute[k], fetch=cm.fetch[k],
+                   mem=cm.mem[k], lat=cm.lat[k], inv_up=cm.inv_up[k], inv_down=cm.inv_down[k])
+
+
+def suffix(cm: CostModel, a: int, prev: int, keep: Sequence[int]) -> CostModel:
+    """Layers [a, L) over the peers `keep`, with peer `prev` sending the first hop its input."""
+    sub = restrict(cm, keep)
+    return replace(sub, compute=sub.compute[:, a:] - sub.compute[:, [a]], fetch=sub.fetch[:, a:] - sub.fetch[:, [a]],
+                   params=cm.params[a:] - cm.params[a], bits=cm.bits[a:],
+                   src_lat=float(cm.lat[prev]), src_inv_up=float(cm.inv_up[prev]))
+
+
+def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: PlannerOptions) -> CostModel:
+    """Compile profile + snapshot + options into a CostModel (reputation exclusion applied)."""
+    peers = usable_peers(snapshot, options)
+    used = {p.peer_id for p in peers}
+    excluded = tuple(sorted(p.peer_id for p in snapshot.peers if p.peer_id not in used))
+    L, P, req = profile.num_layers, len(peers), snapshot.requester
+    zeros = np.zeros((P, L + 1))
+    compute, fetch = zeros.copy(), zeros.copy()
+    if P:
+        compute[:, 1:] = np.cumsum(_compute_seconds(profile, peers), axis=1)
+        if options.amortize_requests is not None:
+            missing = np.array([[0 if _layer_held(p, profile, lay.weights_hash) else lay.param_bytes
+                                 for lay in profile.layers] for p in peers], dtype=float)
+            link = np.array([min(req.up_mbps, p.down_mbps) * 1e6 for p in peers])
+            fetch[:, 1:] = np.cumsum(8.0 * missing / link[:, None], axis=1) / options.amortize_requests
+    params = np.concatenate([[0], np.cumsum([lay.param_bytes for lay in profile.layers])]).astype(np.int64)
+    bits = 8.0 * np.array([profile.input_bytes] + [lay.out_bytes for lay in profile.layers], dtype=float)
+    return CostModel(
+        profile=profile, peers=peers, excluded=excluded, compute=compute, fetch=fetch, params=params,
+        mem=np.array([p.mem_bytes for p in peers], dtype=np.int64),
+        lat=np.array([p.latency_ms / 1000.0 for p in peers]),
+        inv_up=np.array([1.0 / (p.up_mbps * 1e6) for p in peers]),
+        inv_down=np.array([1.0 / (p.down_mbps * 1e6) for p in peers]),
+        bits=bits, req_lat=req.latency_ms / 1000.0,
+        req_inv_up=1.0 / (req.up_mbps * 1e6), req_inv_down=1.0 / (req.down_mbps * 1e6),
+    )

@@ -1,0 +1,103 @@
+"""The planner: choose which peer computes which contiguous span of a model's layer chain.
+
+`plan(profile, snapshot, objective=...)` is a pure, deterministic function: same inputs, same
+Plan (peers are considered in id order, ties go to the earliest start / lowest id). It prices
+plans with core/costs.py and searches with core/chain_dp.py:
+
+- latency: minimise one request's end-to-end time (exact DSSR over the latency DP);
+- throughput: minimise the pipeline bottleneck (exact DSSR over the min-max DP), then among
+  bottleneck-optimal plans pick the one with the lowest latency (latency DP capped at it).
+
+Infeasible inputs raise InfeasiblePlanError with the cause in words.
+"""
+
+from __future__ import annotations
+
+from .baselines import baseline_plans, plan_spans
+from .bottleneck import search_bottleneck
+from .chain_dp import dssr
+from .costs import CostModel, Span, build_costs
+from .plan import OBJECTIVES, Plan, PlannerOptions
+from .profile import ModelProfile
+from .snapshot import SwarmSnapshot
+from ..errors import InfeasiblePlanError, PlanError
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def check_feasible(cm: CostModel, snapshot: SwarmSnapshot, options: PlannerOptions) -> None:
+    """Raise InfeasiblePlanError for causes that are visible without searching."""
+    if not snapshot.peers:
+        raise InfeasiblePlanError("no peers in the snapshot")
+    if cm.num_peers == 0:
+        raise InfeasiblePlanError(
+            f"all {len(snapshot.peers)} peers excluded by reputation "
+            f"(below the threshold {options.exclusion_threshold})")
+    largest = int(cm.mem.max())
+    for layer in cm.profile.layers:
+        if layer.param_bytes > largest:
+            raise InfeasiblePlanError(
+                f"layer {layer.index} needs {fmt_bytes(layer.param_bytes)} but the largest peer offers "
+                f"{fmt_bytes(largest)}")
+    total, offered = cm.profile.total_param_bytes, int(cm.mem.sum())
+    if total > offered:
+        raise InfeasiblePlanError(
+            f"model needs {fmt_bytes(total)} of memory but all {cm.num_peers} usable peers together "
+            f"offer {fmt_bytes(offered)}")
+
+
+def _no_chain(cm: CostModel) -> InfeasiblePlanError:
+    return InfeasiblePlanError(
+        f"model needs more peers than available given memory: no chain of distinct peers among the "
+        f"{cm.num_peers} usable ones covers all {cm.num_layers} layers (each peer serves one contiguous span)")
+
+
+def _plan_latency(cm: CostModel, options: PlannerOptions) -> Plan:
+    res = dssr(cm, "sum", budget=options.search_budget, max_critical=options.max_critical)
+    if res.spans is None and res.optimal:
+        raise _no_chain(cm)
+    if res.optimal:
+        return cm.evaluate(res.spans, "latency", lower_bound=res.lower_bound, optimal=True)
+    # budget hit: the repaired path competes with the baselines
+    found = [cm.evaluate(res.spans, "latency")] if res.spans is not None else []
+    found += [p for p in baseline_plans(cm, "latency").values() if p is not None]
+    if not found:
+        raise PlanError("search budget exhausted before a plan was found; raise PlannerOptions.search_budget")
+    best = min(found, key=lambda p: p.predicted_latency_s)
+    return cm.evaluate(plan_spans(cm, best), "latency", lower_bound=res.lower_bound, optimal=False)
+
+
+def _plan_throughput(cm: CostModel, options: PlannerOptions) -> Plan:
+    def incumbents() -> list[tuple[Span, ...]]:
+        return [plan_spans(cm, p) for p in baseline_plans(cm, "throughput").values() if p is not None]
+
+    res = search_bottleneck(cm, options, incumbents)
+    if res.spans is None:
+        if res.optimal:
+            raise _no_chain(cm)
+        raise PlanError("search budget exhausted before an elementary plan was found; raise search_budget")
+    return cm.evaluate(res.spans, "throughput", lower_bound=res.lower_bound, optimal=res.optimal)
+
+
+def plan_with_costs(cm: CostModel, snapshot: SwarmSnapshot, objective: str, options: PlannerOptions) -> Plan:
+    """`plan` for callers that already compiled the cost model (baselines, CLI, benchmarks)."""
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    check_feasible(cm, snapshot, options)
+    return _plan_latency(cm, options) if objective == "latency" else _plan_throughput(cm, options)
+
+
+def plan(profile: ModelProfile, snapshot: SwarmSnapshot, *, objective: str = "latency",
+         options: PlannerOptions = PlannerOptions()) -> Plan:
+    """The best plan for `objective` ("latency" or "throughput") under the cost model.
+
+    Plan.optimal is True when the result is proven optimal (always, unless the exact search
+    would exceed options.search_budget); Plan.lower_bound is a proven bound either way.
+    """
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    return plan_with_costs(build_costs(profile, snapshot, options), snapshot, objective, options)
