@@ -4,7 +4,8 @@ FLOPs are attributed to compute classes (see p2pinfer.core.profile): 'attention'
 inside a layer's `attn_core` submodule (the Q K^T and softmax-V matmuls), 'conv' for
 convolutions, 'linear' for the remaining matmuls (mm/addmm/bmm of dense layers), 'other' for
 anything else FlopCounterMode counts. `out_bytes` is the size of everything a layer hands on at
-batch 1 (for BERT layers that includes the attention mask, which travels with the hidden states).
+batch 1 (for BERT layers that includes the attention mask, which travels with the hidden states);
+`weights_hash` is the layer's blob hash from the manifest ("" for layers without weights).
 Profiles are deterministic, so they are cached in the store and in memory.
 """
 
@@ -23,7 +24,7 @@ from .manifest import Manifest
 from .shapes import boundaries, meta_inputs
 from .store import ModelStore
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 _LINEAR_OPS = ("mm", "addmm", "bmm", "baddbmm")
 _memo: dict[str, ModelProfile] = {}
 _lock = threading.Lock()
@@ -56,13 +57,13 @@ def compute_profile(manifest: Manifest) -> ModelProfile:
                 module(meta_inputs(specs[index]))
             by_class = _classify(counter.get_flop_counts())
             layers.append(LayerProfile(index, layer.kind, sum(by_class.values()), param_bytes(layer.kind, layer.config),
-                                       sum(s.nbytes for s in specs[index + 1]), by_class))
+                                       sum(s.nbytes for s in specs[index + 1]), by_class, layer.weights_hash or ""))
     return ModelProfile(manifest.name, manifest.model_id, sum(s.nbytes for s in specs[0]), tuple(layers))
 
 
 def _to_json(p: ModelProfile) -> str:
     layers = [dict(index=l.index, kind=l.kind, flops=l.flops, param_bytes=l.param_bytes, out_bytes=l.out_bytes,
-                   flops_by_class=dict(l.flops_by_class)) for l in p.layers]
+                   flops_by_class=dict(l.flops_by_class), weights_hash=l.weights_hash) for l in p.layers]
     return json.dumps(dict(version=PROFILE_VERSION, name=p.name, model_id=p.model_id, input_bytes=p.input_bytes, layers=layers))
 
 

@@ -89,15 +89,18 @@ class ModelStore:
         actual = content_hash(data)
         if actual != blob_hash:
             raise WeightIntegrityError(f"blob content hashes to {actual[:16]}..., not the expected {blob_hash[:16]}...")
-        path = self._blob_path(blob_hash)
-        if not path.is_file():
-            _atomic_write(path, data)
+        self._write_blob(blob_hash, data)
 
     def add_blob(self, data: bytes) -> str:
         """Store bytes and return their hash."""
         blob_hash = content_hash(data)
-        self.put_blob(blob_hash, data)
+        self._write_blob(blob_hash, data)
         return blob_hash
+
+    def _write_blob(self, blob_hash: str, data: bytes) -> None:
+        path = self._blob_path(blob_hash)
+        if not path.is_file():
+            _atomic_write(path, data)
 
     # -- manifests -------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest, *, name: str | None = None) -> str:

@@ -7,8 +7,8 @@ safetensors library and then checks the tensor names, shapes and dtypes against 
 kind and config require, so a blob can never smuggle in extra or differently-shaped tensors.
 
 Seeded weights (for the image zoo and `mlp`) come from numpy's PCG64 bit generator, whose raw
-stream is fixed by its seed on every platform: uniform doubles `Generator.random()` scaled to
-the target bound and rounded to float32. Per layer the seed is SeedSequence([ZOO_SEED, model
+stream is fixed by its seed on every platform: uniform float32 `Generator.random(dtype=float32)`
+scaled in float32 to [-bound, bound). Per layer the seed is SeedSequence([ZOO_SEED, model
 tag, layer index]). Rules by parameter name/shape: conv weights He-uniform (var 2/fan_in),
 linear weights LeCun-uniform (var 1/fan_in), embeddings uniform with std 0.02, norm gains and
 running variances 1, biases and running means 0; `LayerKind.init_scale` damps named gains.
@@ -43,13 +43,14 @@ def encode(tensors: Mapping[str, torch.Tensor]) -> bytes:
         t = tensors[name].detach().to("cpu").contiguous()
         if t.dtype not in _ST_DTYPES:
             raise WeightIntegrityError(f"tensor {name!r}: dtype {t.dtype} is not float32/int64")
-        raw = t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        arr = t.numpy()
+        raw = memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")  # no copy yet
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + raw.nbytes]}
         chunks.append(raw)
-        offset += len(raw)
+        offset += raw.nbytes
     head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     head += b" " * (-len(head) % 8)
-    return len(head).to_bytes(8, "little") + head + b"".join(chunks)
+    return b"".join([len(head).to_bytes(8, "little"), head, *chunks])
 
 
 def decode(data: bytes, kind: str, config: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -90,7 +91,9 @@ def seeded(kind: str, config: Mapping[str, object], *, tag: str, index: int) -> 
     for name, (shape, dtype) in sorted(param_specs(kind, config).items()):  # type: ignore[arg-type]
         bound = _bound(name, shape)
         if bound is not None:
-            arr = ((rng.random(shape) * 2.0 - 1.0) * bound).astype(np.float32)
+            arr = rng.random(shape, dtype=np.float32)  # in [0, 1), 24-bit resolution
+            arr *= np.float32(2.0 * bound)
+            arr -= np.float32(bound)
         elif name.endswith("running_mean") or name.endswith("bias"):
             arr = np.zeros(shape, np.float32)
         else:  # norm gains and running variances
