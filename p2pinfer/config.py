@@ -18,9 +18,9 @@ from typing import Any, Callable, Mapping
 
 from multiaddr import Multiaddr
 
+from p2pinfer.core.records import MAX_RECORD_TTL_S
 from p2pinfer.errors import ConfigError
 
-MAX_RECORD_TTL_S = 24 * 3600.0  # matches p2pinfer.core.records.MAX_RECORD_TTL_S
 DEFAULT_LINK = (100.0, 100.0, 5.0)  # up Mbit/s, down Mbit/s, latency ms when nothing is known
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)

@@ -93,6 +93,9 @@ class CapabilityRecord:
         object.__setattr__(self, "gflops_by_class", _as_class_map(self.gflops_by_class))
         self._check_ranges()
 
+    def __hash__(self) -> int:  # the class map is a mappingproxy; these fields suffice
+        return hash((self.peer_id, self.seq, self.expires_at))
+
     def _check_ranges(self) -> None:
         if not self.expires_at > 0:
             raise _bad("expires_at must be a positive unix time")

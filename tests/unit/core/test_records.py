@@ -232,3 +232,4 @@ def test_record_is_frozen_and_normalised() -> None:
         record.seq = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         record.gflops_by_class["linear"] = 1.0  # type: ignore[index]
+    assert len({record, make_record(models=("a", "b")), make_record(seq=1)}) == 2

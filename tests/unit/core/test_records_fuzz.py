@@ -36,7 +36,7 @@ from tests.unit.core.records_factory import ALICE, BOB, CAROL, NOW, make_record
 
 IDENTITIES = (ALICE, BOB, CAROL)
 BY_PEER = {i.peer_id: i for i in IDENTITIES}
-FUZZ = settings(max_examples=1200, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=1000, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 positive = st.floats(min_value=0.0, exclude_min=True, allow_infinity=False, allow_nan=False)
