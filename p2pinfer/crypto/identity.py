@@ -174,6 +174,8 @@ def _create_key_file(path: Path, identity: Identity) -> None:
 def _load_key_file(path: Path) -> Identity:
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"identity key {path}: not a regular file")
         if st.st_mode & 0o077:
             raise ConfigError(
                 f"identity key {path}: permissions {stat.filemode(st.st_mode)} are too open; "

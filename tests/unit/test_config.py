@@ -52,6 +52,30 @@ def test_local_swarm_is_heterogeneous() -> None:
     assert len({c.node.name for c in configs}) == len(configs)
 
 
+def test_local_swarm_advertises_valid_records() -> None:
+    """Config -> advertised numbers -> a signed record that passes verification and the CDDL."""
+    import pycddl
+
+    from p2pinfer.core.records import CapabilityRecord, decode_verified, encode_signed
+    from p2pinfer.crypto.identity import Identity
+
+    schema = pycddl.Schema((ROOT / "protocol" / "capability.cddl").read_text())
+    speeds = []
+    for path in local_swarm_config_paths():
+        res = resolve_resources(load_node_config(path), measured_gflops=30.0,
+                                measured_by_class={"linear": 40.0, "conv": 30.0, "attention": 20.0})
+        me = Identity.generate()
+        record = CapabilityRecord(peer_id=me.peer_id, seq=1, expires_at=1000.0, gflops=res.gflops,
+                                  gflops_by_class=res.gflops_by_class, mem_bytes=res.mem_bytes,
+                                  up_mbps=res.up_mbps, down_mbps=res.down_mbps, latency_ms=res.latency_ms,
+                                  addrs=(f"/ip4/127.0.0.1/tcp/4001/p2p/{me.peer_id}",))
+        blob = encode_signed(record, me)
+        schema.validate_cbor(blob)
+        assert decode_verified(blob, now=999.0) == record
+        speeds.append(res.gflops)
+    assert max(speeds) / min(speeds) == 8.0  # slowdowns 1x .. 8x
+
+
 def test_defaults_and_units(tmp_path: Path) -> None:
     path = tmp_path / "n.toml"
     path.write_text('[node]\nname = "a"\ndata_dir = "state"\n[resources]\nmem_bytes = "1.5 GiB"\n')

@@ -118,6 +118,12 @@ def test_load_refuses_corrupt_file(tmp_path: Path, content: bytes) -> None:
         Identity.load_or_create(path)
 
 
+def test_load_refuses_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "identity.key").mkdir()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        Identity.load_or_create(tmp_path / "identity.key")
+
+
 def test_load_refuses_seed_public_key_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "identity.key"
     a, b = Identity.generate(), Identity.generate()
