@@ -71,6 +71,7 @@ class _Prober:
         self.best: tuple[Span, ...] | None = None
         self.hi = math.inf
         self.infeasible = 0.0  # no chain has bottleneck <= this (proven)
+        self.from_probe = False  # best came from a probe: fastest among chains within its bottleneck
         self.probes = 0
         self.exact = cm.num_peers <= _EXACT_PEERS
         if self.exact:
@@ -82,7 +83,7 @@ class _Prober:
     def offer(self, spans: tuple[Span, ...]) -> None:
         value = bottleneck_of(self.cm, spans)
         if value < self.hi:
-            self.best, self.hi = spans, value
+            self.best, self.hi, self.from_probe = spans, value, False
 
     def probe(self, t: float) -> bool | None:
         """True: a chain within t exists (recorded); False: proven none; None: inconclusive."""
@@ -92,7 +93,7 @@ class _Prober:
         if res.spans is not None:
             value = bottleneck_of(self.cm, res.spans)
             if value <= self.hi:  # equal: the probe's chain is the faster one under the cap
-                self.best, self.hi = res.spans, value
+                self.best, self.hi, self.from_probe = res.spans, value, True
             return True
         if res.optimal:
             self.infeasible = max(self.infeasible, t)
@@ -154,10 +155,12 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
         _bisect_candidates(pr, cands)
     else:
         _bisect_reals(pr, t0)
+    if pr.best is not None and not pr.from_probe:
+        pr.probe(pr.hi)  # an incumbent won: find the fastest chain within its bottleneck
     lower = max(t0, pr.infeasible)
     if pr.best is None:
         return BottleneckResult(None, lower, cands is not None and pr.infeasible >= cands[-1])
-    optimal = pr.hi <= t0 * (1 + CAP_SLACK) or _all_below_infeasible(pr, cands)
+    optimal = bool(pr.hi <= t0 * (1 + CAP_SLACK) or _all_below_infeasible(pr, cands))
     return BottleneckResult(pr.best, pr.hi if optimal else lower, optimal)
 
 
