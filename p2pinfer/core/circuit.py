@@ -15,6 +15,9 @@ States: SETUP -> READY -> CLOSED, or FAILED from SETUP/READY. Rules:
    raise `WireError` (counted in `rejected`) and do NOT fail the circuit: they may be forgeries.
 5. `on_error(peer, bytes)`: an ErrorFrame from one of this circuit's hops FAILS the circuit.
 6. The clock is passed in as `now_ms`; past the deadline `check_deadline` FAILS the circuit.
+7. `close_frame()` seals a CloseNotice as the last frame on link 0 (CLOSED): each hop forwards
+   it and frees the circuit, and the last hop's copy comes back as a result that `on_result`
+   reports as `Closed`, so the requester knows the whole chain has been torn down.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
@@ -48,6 +51,13 @@ class HopSpec:
     start: int
     stop: int
     weight_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The CloseNotice came back: every hop has forwarded everything and forgotten the circuit."""
+
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class CircuitMachine:
         seq, nonce, box = self._sender.seal(plaintext)
         return seq, wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
 
-    def on_result(self, peer_id: str, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Result:
+    def on_result(self, peer_id: str, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Union[Result, Closed]:
         try:
             frame = wire.decode(data, expect=[wire.ResultFrame], max_size=max_size)
         except WireError:
@@ -142,7 +152,7 @@ class CircuitMachine:
             raise
         return self.on_result_frame(peer_id, frame, max_size=max_size)
 
-    def on_result_frame(self, peer_id: str, frame: wire.ResultFrame, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Result:
+    def on_result_frame(self, peer_id: str, frame: wire.ResultFrame, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Union[Result, Closed]:
         """As `on_result`, for a frame the adapter already decoded (to route it by circuit id)."""
         try:
             if peer_id != self.hops[-1].peer_id:
@@ -150,10 +160,12 @@ class CircuitMachine:
             if frame.circuit_id != self.circuit_id or frame.link != len(self.hops):
                 raise WireError("result frame for another circuit or link")
             plaintext = self._receiver.open(frame.seq, frame.nonce, frame.box)
-            payload = wire.decode(plaintext, expect=[wire.FramePayload], max_size=max_size)
+            payload = wire.decode(plaintext, expect=[wire.FramePayload, wire.CloseNotice], max_size=max_size)
         except WireError:
             self.rejected += 1
             raise
+        if isinstance(payload, wire.CloseNotice):
+            return Closed(frame.seq)
         return Result(frame.seq, payload.act, payload.trace)
 
     def on_error(self, peer_id: str, data: bytes) -> State:
@@ -175,6 +187,15 @@ class CircuitMachine:
             self._fail(NetworkError(f"circuit {self.circuit_id.hex()[:8]} passed its deadline"))
         return self.state
 
+    def close_frame(self) -> bytes | None:
+        """The sealed CloseNotice for link 0 if the circuit is READY (then CLOSED), else None."""
+        if self.state is not State.READY:
+            self.close()
+            return None
+        seq, nonce, box = self._sender.seal(wire.encode(wire.CloseNotice()))
+        self.state = State.CLOSED
+        return wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
+
     def close(self) -> None:
-        if self.state is State.READY:
+        if self.state in (State.SETUP, State.READY):
             self.state = State.CLOSED

@@ -12,7 +12,10 @@ Rules (the network adapter in net/hop_protocol.py only moves bytes and runs comp
 3. A frame is decoded strictly (size limit enforced by the caller before parsing), must name a
    READY circuit, our input link, authenticate under the input-link key, and not be a replay.
    Failures are counted per cause and produce `Drop(reason)`; the circuit is unaffected.
-4. An accepted frame -> `Compute(circuit, seq, activation)`. The adapter runs the span and calls
+4. An authentic CloseNotice -> `Close(send)`: forward the sealed notice to the next peer, then
+   forget the circuit (the adapter calls `forget`). Frames are handled in stream order, so
+   every frame before the notice has already been forwarded.
+   An accepted frame -> `Compute(circuit, seq, activation)`. The adapter runs the span and calls
    `compute_done` (-> `Send` of the sealed output frame to the next hop, or of a ResultFrame to
    the requester) or `compute_failed` (-> `Send` of an ErrorFrame to the requester). The output
    reuses the input's seq on the next link, so a stream of inputs stays in order end to end.
@@ -51,6 +54,7 @@ class HopCounters:
     replayed: int = 0
     compute_failed: int = 0
     expired_circuits: int = 0
+    closed_circuits: int = 0
 
     @property
     def dropped(self) -> int:
@@ -86,6 +90,13 @@ class Send:
     addrs: tuple[str, ...]
     data: bytes
     final: bool
+
+
+@dataclass(frozen=True)
+class Close:
+    """Forward `send` (the sealed CloseNotice for the next link), then forget the circuit."""
+
+    send: Send
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ class HopMachine:
         return Reply(wire.AssignmentRefused(circuit_id=cid, hop=self.identity.peer_id, reason=reason, message=message[:1000]))
 
     # ---- data ----
-    def on_frame(self, data: bytes, *, now_ms: int, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Union[Compute, Drop]:
+    def on_frame(self, data: bytes, *, now_ms: int, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Union[Compute, Close, Drop]:
         self.counters.frames_in += 1
         try:
             frame = wire.decode(data, expect=[wire.ActivationFrame], max_size=max_size)
@@ -166,9 +177,11 @@ class HopMachine:
         except FrameAuthError as exc:
             return self._drop("tampered", str(exc))
         try:
-            payload = wire.decode(plaintext, expect=[wire.FramePayload], max_size=max_size)
+            payload = wire.decode(plaintext, expect=[wire.FramePayload, wire.CloseNotice], max_size=max_size)
         except WireError as exc:  # authentic but malformed: the upstream peer is at fault
             return self._drop("malformed", f"payload: {exc}")
+        if isinstance(payload, wire.CloseNotice):
+            return Close(self._seal(frame.circuit_id, frame.seq, payload))
         return Compute(frame.circuit_id, frame.seq, payload.act, payload.trace)
 
     def note_oversized(self) -> None:
@@ -178,12 +191,14 @@ class HopMachine:
 
     def compute_done(self, circuit_id: bytes, seq: int, output: Activation, trace: tuple[int, ...]) -> Send:
         """Seal the span output for the next link. Pure: safe to call from a worker thread."""
+        return self._seal(circuit_id, seq, wire.FramePayload(act=output, trace=trace))
+
+    def _seal(self, circuit_id: bytes, seq: int, payload: Union[wire.FramePayload, wire.CloseNotice]) -> Send:
         circuit = self._circuits.get(circuit_id)
         if circuit is None:
             raise WireError(f"circuit {circuit_id.hex()} expired during compute")
         a = circuit.assignment
-        plaintext = wire.encode(wire.FramePayload(act=output, trace=trace))
-        nonce, box = seal_frame(circuit.out, seq, plaintext)
+        nonce, box = seal_frame(circuit.out, seq, wire.encode(payload))
         cls = wire.ResultFrame if a.next_hop.final else wire.ActivationFrame
         data = wire.encode(cls(circuit_id=circuit_id, link=a.out_link, seq=seq, nonce=nonce, box=box))
         return Send(circuit_id, a.next_hop.peer_id, a.next_hop.addrs, data, a.next_hop.final)
@@ -197,6 +212,10 @@ class HopMachine:
         a = circuit.assignment
         err = wire.ErrorFrame(circuit_id=circuit_id, seq=seq, hop=self.identity.peer_id, reason=reason, message=message[:1000])
         return Send(circuit_id, a.requester, a.next_hop.addrs if a.next_hop.final else (), wire.encode(err), True)
+
+    def forget(self, circuit_id: bytes) -> None:
+        if self._circuits.pop(circuit_id, None) is not None:
+            self.counters.closed_circuits += 1
 
     def expire(self, now_ms: int) -> list[bytes]:
         gone = [cid for cid, c in self._circuits.items() if c.assignment.deadline_ms <= now_ms]

@@ -270,6 +270,15 @@ class FramePayload:
 
 
 @dataclass(frozen=True)
+class CloseNotice:
+    """Plaintext alternative to FramePayload: the requester tears the circuit down. Sealed under
+    each link key in turn, so only the circuit's own peers can close it; every hop forwards it
+    after the frames before it and then forgets the circuit."""
+
+    TYPE: ClassVar[str] = "close"
+
+
+@dataclass(frozen=True)
 class WeightRequest:
     """Ask a peer for content by hash: a weight/tokenizer blob, or a model manifest by model id."""
 
@@ -303,7 +312,7 @@ def _register(*classes: type) -> None:
 
 
 _register(Assignment, SignedAssignment, AssignRequest, AssignmentAccepted, AssignmentRefused,
-          ActivationFrame, ResultFrame, ErrorFrame, FramePayload, WeightRequest, WeightBlob, WeightMissing)
+          ActivationFrame, ResultFrame, ErrorFrame, FramePayload, CloseNotice, WeightRequest, WeightBlob, WeightMissing)
 
 
 def encode(msg: Message) -> bytes:

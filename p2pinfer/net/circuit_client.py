@@ -22,14 +22,14 @@ import trio
 from libp2p.abc import IHost, INetStream
 
 from p2pinfer.core import wire
-from p2pinfer.core.circuit import CircuitMachine, HopSpec, Result, State
+from p2pinfer.core.circuit import CircuitMachine, Closed, HopSpec, Result, State
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import CircuitError, NetworkError, P2PInferError, WireError
 from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.manifest import Manifest
-from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
+from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net.hop_protocol import CIRCUIT_PROTOCOL, HOP_PROTOCOL, RESULT_PROTOCOL
 
@@ -42,10 +42,11 @@ class ClientConfig:
     setup_timeout_s: float = 120.0
     result_timeout_s: float = 120.0
     ttl_s: float = 600.0
+    close_timeout_s: float = 5.0
     max_frame: int = wire.MAX_ACTIVATION_FRAME
 
     def __post_init__(self) -> None:
-        if min(self.io_timeout_s, self.setup_timeout_s, self.result_timeout_s, self.ttl_s) <= 0:
+        if min(self.io_timeout_s, self.setup_timeout_s, self.result_timeout_s, self.ttl_s, self.close_timeout_s) <= 0:
             raise ValueError("client: timeouts must be positive")
 
 
@@ -57,6 +58,7 @@ class Circuit:
         self._results_in, self._results_out = trio.open_memory_channel[Union[Result, P2PInferError]](math.inf)
         self._lock = trio.Lock()
         self._stream: INetStream | None = None
+        self.closed = trio.Event()  # set when our CloseNotice came back through every hop
 
     @property
     def circuit_id(self) -> bytes:
@@ -97,11 +99,22 @@ class Circuit:
         self._results_in.send_nowait(item)
 
     async def aclose(self) -> None:
-        self.machine.close()
-        self.client._circuits.pop(self.circuit_id, None)
-        if self._stream is not None:
-            await close_stream(self._stream)
-            self._stream = None
+        """Send the CloseNotice down the chain (hops free the circuit at once instead of at its
+        deadline) and wait, bounded, for it to come back; then forget the circuit."""
+        try:
+            async with self._lock:
+                data = self.machine.close_frame()
+                if data is not None and self._stream is not None:
+                    await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=self.client.config.io_timeout_s)
+                    with trio.move_on_after(self.client.config.close_timeout_s):
+                        await self.closed.wait()
+        except NetworkError as exc:
+            log.info("circuit %s: close notice not delivered: %s", self.circuit_id.hex()[:8], exc)
+        finally:
+            self.client._circuits.pop(self.circuit_id, None)
+            if self._stream is not None:
+                await close_stream(self._stream)
+                self._stream = None
 
     async def __aenter__(self) -> "Circuit":
         return self
@@ -175,15 +188,17 @@ class CircuitClient:
         try:
             while True:
                 try:
-                    data = await read_frame(stream, max_size=self.config.max_frame, timeout=self.config.ttl_s)
+                    data = await next_frame(stream, max_size=self.config.max_frame, timeout=self.config.ttl_s)
+                    if data is None:
+                        return  # the hop closed its stream
                     self._route(sender, wire.decode(data, expect=[wire.ResultFrame, wire.ErrorFrame], max_size=self.config.max_frame))
-                except NetworkError:
+                except OversizedFrame as exc:
+                    self.rejected_frames += 1
+                    log.warning("closing result stream from %s: %s", sender, exc)
                     return
                 except WireError as exc:
                     self.rejected_frames += 1
                     log.warning("rejected a result frame from %s: %s", sender, exc)
-                    if "frame" in str(exc) and "limit" in str(exc):
-                        return
         finally:
             await close_stream(stream)
 
@@ -195,7 +210,11 @@ class CircuitClient:
             circuit.machine.on_error_frame(sender, msg)
             circuit._deliver(circuit.machine.error)  # type: ignore[arg-type]
         else:
-            circuit._deliver(circuit.machine.on_result_frame(sender, msg, max_size=self.config.max_frame))
+            outcome = circuit.machine.on_result_frame(sender, msg, max_size=self.config.max_frame)
+            if isinstance(outcome, Closed):
+                circuit.closed.set()
+            else:
+                circuit._deliver(outcome)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
-from p2pinfer.errors import NetworkError
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError, MessageTooLarge
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+from p2pinfer.errors import NetworkError, WireError
+from p2pinfer.net.framing import read_frame
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +63,27 @@ async def close_stream(stream: INetStream) -> None:
             raise
         except Exception:  # closing an already-reset stream raises; nothing left to do
             log.debug("closing a stream failed", exc_info=True)
+
+
+class OversizedFrame(WireError):
+    """The peer announced a frame longer than the limit; the body was never read."""
+
+
+async def next_frame(stream: INetStream, *, max_size: int, timeout: float) -> bytes | None:
+    """The next frame, or None when the peer closed/reset the stream or went quiet past `timeout`.
+
+    Only a frame the peer actually sent wrongly raises: `OversizedFrame` for a length over the
+    limit, `WireError` for an unparsable length prefix. (framing.read_frame reports a clean
+    stream end from py-libp2p as a WireError; this tells the two apart by the cause.)
+    """
+    try:
+        return await read_frame(stream, max_size=max_size, timeout=timeout)
+    except NetworkError:
+        return None
+    except WireError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, MessageTooLarge):
+            raise OversizedFrame(str(exc)) from None
+        if isinstance(cause, (StreamError, MuxedStreamError, ConnectionClosedError, IncompleteReadError, EOFError)):
+            return None
+        raise

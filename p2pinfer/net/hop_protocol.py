@@ -36,7 +36,7 @@ from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.layers import param_bytes
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.models.store import ModelStore
-from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
+from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig
 
@@ -183,25 +183,27 @@ class HopService:
         try:
             while True:
                 try:
-                    data = await read_frame(stream, max_size=self.config.max_frame, timeout=self.config.idle_timeout_s)
-                except NetworkError:
-                    return  # upstream closed the stream or went idle
+                    data = await next_frame(stream, max_size=self.config.max_frame, timeout=self.config.idle_timeout_s)
                 except WireError as exc:  # oversized or unframeable: this stream is unusable
                     self._count_unreadable(exc)
                     log.warning("dropping hop stream from %s: %s", sender, exc)
                     return
+                if data is None:
+                    return  # upstream closed the stream or went idle
                 action = self.machine.on_frame(data, now_ms=self._now_ms(), max_size=self.config.max_frame)
                 if isinstance(action, hopm.Drop):
                     log.warning("dropped frame from %s (%s): %s", sender, action.reason, action.detail)
-                    continue
-                await self._compute_and_forward(action)
+                elif isinstance(action, hopm.Close):
+                    await self._close_circuit(action.send)
+                else:
+                    await self._compute_and_forward(action)
         except Exception:  # task boundary: one broken stream must never take the hop down
             log.exception("hop stream from %s crashed", sender)
         finally:
             await close_stream(stream)
 
     def _count_unreadable(self, exc: WireError) -> None:
-        if "over the limit" in str(exc):
+        if isinstance(exc, OversizedFrame):
             self.machine.note_oversized()
         else:
             self.machine.counters.frames_in += 1
@@ -228,6 +230,15 @@ class HopService:
             action = self.machine.compute_failed(c.circuit_id, c.seq, "next-hop-unreachable", str(exc))
             if isinstance(action, hopm.Send):
                 await self._send_best_effort(action)
+
+    async def _close_circuit(self, send: hopm.Send) -> None:
+        """Pass the requester's CloseNotice on (after every earlier frame), then free the circuit."""
+        try:
+            await self._send(send)
+        except NetworkError as exc:
+            log.info("circuit %s: close notice not forwarded to %s: %s", send.circuit_id.hex()[:8], send.peer_id, exc)
+        self.machine.forget(send.circuit_id)
+        await self._forget(send.circuit_id)
 
     def _compute_sync(self, c: hopm.Compute, a: wire.Assignment, manifest: Manifest) -> hopm.Send:
         """Worker thread: run the span and seal its output (HopMachine.compute_done is pure)."""

@@ -22,7 +22,7 @@ from p2pinfer.core import wire
 from p2pinfer.errors import ModelError, NetworkError, P2PInferError, UnknownModelError, WeightIntegrityError, WireError
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.models.store import ModelStore
-from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
+from p2pinfer.net.circuit_io import close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,8 @@ class WeightService:
     async def _handle(self, stream: INetStream) -> None:
         try:
             while True:
-                try:
-                    data = await read_frame(stream, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
-                except NetworkError:
+                data = await next_frame(stream, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
+                if data is None:
                     return  # client closed or went quiet
                 request = wire.decode(data, expect=[wire.WeightRequest])
                 content = await trio.to_thread.run_sync(_lookup, self.store, request)

@@ -39,6 +39,9 @@ async def test_three_hop_mlp_equals_local_and_fetches_weights(tmp_path):
         for peer, (a, b) in zip(s.hops, spans):
             assert all(peer.store.has_blob(h) for h in span_hashes(manifest, a, b))  # fetched + verified
             assert peer.hop.counters.frames_forwarded == 4 and peer.hop.counters.dropped == 0
+        # run_plan closed the circuit: the notice went down the chain and came back
+        assert all(p.hop.machine.live_circuits == 0 and p.hop.counters.closed_circuits == 1 for p in s.hops)
+        assert s.client.rejected_frames == 0 and not s.client._circuits
         # a hop holds only its own span's weights: hop 0 never fetched layer 3's
         assert not s.hops[0].store.has_blob(span_hashes(manifest, 3, 4)[0])
 

@@ -7,7 +7,7 @@ import pytest
 
 from p2pinfer.core import hop as hopm
 from p2pinfer.core import wire
-from p2pinfer.core.circuit import CircuitMachine, HopSpec, State
+from p2pinfer.core.circuit import CircuitMachine, Closed, HopSpec, State
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import CircuitError, HopRefusedError, WireError
 
@@ -132,3 +132,30 @@ def test_spans_must_be_contiguous_and_peers_distinct():
         _circuit(spans=((0, 2), (3, 4), (4, 5)))
     with pytest.raises(CircuitError, match="at most one span"):
         _circuit(hops=[HOPS[0], HOPS[0], HOPS[1]])
+
+
+def test_close_notice_travels_the_chain_and_frees_every_hop():
+    machines = [hopm.HopMachine(h) for h in HOPS]
+    circuit = _setup(_circuit(), machines)
+    _run(circuit, machines, np.ones((1, 2), np.float32))
+    data = circuit.close_frame()
+    assert circuit.state is State.CLOSED and circuit.close_frame() is None
+    for m in machines:
+        action = m.on_frame(data, now_ms=NOW)
+        assert isinstance(action, hopm.Close)
+        data = action.send.data
+        m.forget(circuit.circuit_id)
+        assert m.live_circuits == 0 and m.counters.closed_circuits == 1
+    assert action.send.final and circuit.on_result(HOPS[-1].peer_id, data) == Closed(seq=1)
+    with pytest.raises(CircuitError):
+        circuit.input_frame({"x": np.ones(1, np.float32)})
+
+
+def test_close_notice_cannot_be_forged_by_a_non_member():
+    machines = [hopm.HopMachine(h) for h in HOPS]
+    circuit = _setup(_circuit(), machines)
+    outsider = _setup(_circuit(), [hopm.HopMachine(h) for h in HOPS])  # same hops, other keys
+    f = wire.decode(outsider.close_frame(), expect=[wire.ActivationFrame])
+    forged = wire.encode(wire.ActivationFrame(circuit_id=circuit.circuit_id, link=0, seq=f.seq, nonce=f.nonce, box=f.box))
+    assert machines[0].on_frame(forged, now_ms=NOW).reason == "tampered"
+    assert machines[0].live_circuits == 1

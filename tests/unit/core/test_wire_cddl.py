@@ -14,6 +14,7 @@ from p2pinfer.core import hop as hopm
 from p2pinfer.core import wire
 from p2pinfer.core.circuit import CircuitMachine, HopSpec
 from p2pinfer.crypto.identity import Identity
+from p2pinfer.crypto.link import LinkEnd, open_frame
 
 CDDL = (Path(__file__).parents[3] / "protocol" / "circuit.cddl").read_text()
 ROOT = pycddl.Schema(CDDL)
@@ -48,6 +49,12 @@ def _produced() -> list[tuple[str, bytes]]:
         out.append(("payload", wire.encode(wire.FramePayload(act=comp.act, trace=comp.trace))))
         data = m.compute_done(comp.circuit_id, comp.seq, comp.act, comp.trace + (7,)).data
     out.append(("result", data))
+    data = c.close_frame()
+    for i, m in enumerate(machines):
+        frame = wire.decode(data, expect=[wire.ActivationFrame])
+        plaintext = open_frame(LinkEnd(c._keys[i], c.circuit_id, i), frame.seq, frame.nonce, frame.box)
+        out.append(("close-notice", plaintext))
+        data = m.on_frame(data, now_ms=NOW).send.data
     out.append(("error-notice", machines[1].compute_failed(c.circuit_id, 0, "compute-failed", "boom").data))
     out += [("weight-req", wire.encode(wire.WeightRequest(kind="blob", hash="cd" * 32))),
             ("weight-blob", wire.encode(wire.WeightBlob(hash="cd" * 32, data=b"abc"))),
@@ -61,7 +68,7 @@ PRODUCED = _produced()
 @pytest.mark.parametrize("name, data", PRODUCED, ids=[n for n, _ in PRODUCED])
 def test_produced_messages_validate(name, data):
     rule(name).validate_cbor(data)
-    if name not in ("signed-assignment", "assignment", "payload"):
+    if name not in ("signed-assignment", "assignment", "payload", "close-notice"):
         ROOT.validate_cbor(data)  # everything that travels bare on a stream is a circuit-message
 
 
