@@ -5,8 +5,10 @@ Rules every node applies to every value stored under `/p2pinfer/record/<peer_id>
 - the value passes `records.decode_verified` (size, canonical CBOR, version, schema, signer,
   signature, expiry) and describes the peer named by the key ("key-mismatch");
 - an update replaces a held record only with a strictly higher seq ("stale-seq");
-- select keeps the valid value with the highest seq; ties (a peer that signed two records with
-  one seq) break on later expiry, then on the larger blob, so every node picks the same one.
+- select keeps the valid value with the highest seq; on a tie the earlier value in the list wins.
+  py-libp2p's KadDHT calls select([held, incoming]) on every PUT it receives and stores the
+  incoming value only if it wins, so "earlier wins" is exactly the stale-seq rule there. (Ties
+  between different blobs need the peer itself to sign two records with one seq.)
 The clock is a parameter; nothing here does I/O.
 """
 
@@ -62,12 +64,12 @@ def accept_update(held: CapabilityRecord | None, incoming: CapabilityRecord) -> 
 def select_best(
     key: str, values: Sequence[bytes], *, now: float, on_reject: RejectHook | None = None
 ) -> int:
-    """Index of the best valid value: highest seq, then latest expiry, then largest bytes.
+    """Index of the valid value with the highest seq (the earliest of equals).
 
     Invalid values are skipped (reported to `on_reject(index, error)` for logging); if none is
     valid, RecordError("no-valid-record") carries the last rejection's reason in its message.
     """
-    best: tuple[int, float, bytes] | None = None
+    best_seq = -1
     best_index = -1
     last_error: RecordError | None = None
     for index, value in enumerate(values):
@@ -78,10 +80,9 @@ def select_best(
             if on_reject is not None:
                 on_reject(index, exc)
             continue
-        rank = (record.seq, record.expires_at, bytes(value))
-        if best is None or rank > best:
-            best, best_index = rank, index
-    if best is None:
+        if record.seq > best_seq:
+            best_seq, best_index = record.seq, index
+    if best_index < 0:
         why = f"{last_error.reason}: {last_error}" if last_error else "no values"
         raise RecordError("no-valid-record", f"no valid record for {key!r:.100} ({why})")
     return best_index

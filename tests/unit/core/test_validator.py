@@ -68,15 +68,18 @@ def test_select_best_prefers_highest_valid_seq() -> None:
     assert select_best(KEY, [new, old], now=NOW) == 0
 
 
-def test_select_best_breaks_ties_the_same_way_everywhere() -> None:
-    a = encode_signed(make_record(seq=10, expires_at=NOW + 100), ALICE)
-    b = encode_signed(make_record(seq=10, expires_at=NOW + 200), ALICE)
-    assert select_best(KEY, [a, b], now=NOW) == 1 and select_best(KEY, [b, a], now=NOW) == 0
-    c = encode_signed(make_record(seq=10, expires_at=NOW + 200, load=0.5), ALICE)
-    winner = max(b, c)
-    assert [b, c][select_best(KEY, [b, c], now=NOW)] == winner
-    assert [c, b][select_best(KEY, [c, b], now=NOW)] == winner
-    assert select_best(KEY, [a, a], now=NOW) == 0
+def test_select_keeps_the_held_value_unless_strictly_newer() -> None:
+    """KadDHT stores an incoming PUT only if select([held, incoming]) == 1: the stale-seq rule."""
+    held = encode_signed(make_record(seq=10, expires_at=NOW + 100), ALICE)
+    same_seq = encode_signed(make_record(seq=10, expires_at=NOW + 200, load=0.9), ALICE)
+    older = encode_signed(make_record(seq=9, expires_at=NOW + 250), ALICE)
+    newer = encode_signed(make_record(seq=11), ALICE)
+    assert select_best(KEY, [held, same_seq], now=NOW) == 0
+    assert select_best(KEY, [held, older], now=NOW) == 0
+    assert select_best(KEY, [held, held], now=NOW) == 0
+    assert select_best(KEY, [held, newer], now=NOW) == 1
+    # a held value that has expired meanwhile loses to any valid incoming one
+    assert select_best(KEY, [held, older], now=NOW + 150) == 1
 
 
 def test_select_best_with_no_valid_value() -> None:
