@@ -1,0 +1,238 @@
+"""Device classes and clusters of the testbed, read from TOML.
+
+A *class file* holds `[classes.NAME]` tables (one device class each). A *cluster file* may
+`include` class files (paths relative to itself), define more classes inline, and lists the
+nodes (`[[nodes]]`: `class`, optional `name` or `count`) and the `[requester]`'s class.
+Every unknown key or bad value raises `TestbedConfigError` naming the file, the key and the
+expected type, because a typo in a benchmark profile silently changes what is measured.
+
+What the kernel enforces: `cpu` (cgroup v1 cfs quota) and `up_mbps`/`down_mbps` (tbf).
+What it cannot (no netem here): `latency_ms`, which the node's own shaper must add, and
+`mem_mb`, which is only advertised. Both travel to the node config via `node_config_fields()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import TestbedConfigError
+
+REQUESTER = "requester"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+DEFAULT_SUBNET = "10.231.0.0/24"
+DEFAULT_PERIOD_US = 20_000
+DEFAULT_QUEUE_MS = 20.0
+MIN_QUOTA_US = 1_000  # the kernel refuses smaller cfs quotas
+
+_CLASS_KEYS = {"description": str, "cpu": float, "up_mbps": float, "down_mbps": float,
+               "latency_ms": float, "mem_mb": int}
+_CLUSTER_KEYS = {"name": str, "description": str, "include": list, "subnet": str,
+                 "cpu_period_us": int, "queue_ms": float, "classes": dict,
+                 "requester": dict, "nodes": list}
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """One kind of device: the caps enforced on it and the link facts its node must advertise."""
+
+    name: str
+    cpu: float | None  # cores; None = no quota
+    up_mbps: float | None  # None = unshaped
+    down_mbps: float | None
+    latency_ms: float = 0.0
+    mem_mb: int | None = None
+    description: str = ""
+
+    def node_config_fields(self) -> dict[str, float | int]:
+        """The values a node config should carry so the node advertises what it really gets."""
+        out: dict[str, float | int] = {"latency_ms": self.latency_ms}
+        if self.up_mbps is not None:
+            out["up_mbps"] = self.up_mbps
+        if self.down_mbps is not None:
+            out["down_mbps"] = self.down_mbps
+        if self.mem_mb is not None:
+            out["mem_bytes"] = self.mem_mb * 1024 * 1024
+        return out
+
+
+@dataclass(frozen=True)
+class Member:
+    """A node or the requester: its name, device class and address in the testbed subnet."""
+
+    name: str
+    device: DeviceClass
+    ip: str
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Everything needed to bring a testbed up; built only by `load_cluster`."""
+
+    name: str
+    source: Path
+    subnet: ipaddress.IPv4Network
+    cpu_period_us: int
+    queue_ms: float
+    requester: Member
+    nodes: tuple[Member, ...]
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return (self.requester, *self.nodes)
+
+    def member(self, name: str) -> Member:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(f"no node named {name!r} in cluster {self.name!r} (have: {', '.join(m.name for m in self.members)})")
+
+    def quota_us(self, device: DeviceClass) -> int | None:
+        """The cfs quota for a class, or None when it runs unlimited."""
+        return None if device.cpu is None else round(device.cpu * self.cpu_period_us)
+
+    def node_cpu_total(self) -> float:
+        return sum(m.device.cpu or 0.0 for m in self.nodes)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise TestbedConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise TestbedConfigError(f"{path}: not valid TOML: {e}") from e
+
+
+def _check_keys(path: Path, where: str, table: dict[str, Any], schema: dict[str, type]) -> None:
+    for key, value in table.items():
+        if key not in schema:
+            raise TestbedConfigError(f"{path}: unknown key {where}{key!r} (allowed: {', '.join(sorted(schema))})")
+        want = schema[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if want is float else (
+            isinstance(value, want) and not isinstance(value, bool))
+        if not ok:
+            raise TestbedConfigError(f"{path}: key {where}{key!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _positive(path: Path, where: str, key: str, value: Any, *, zero_ok: bool = False) -> Any:
+    if value is None:
+        return None
+    if value < 0 or (value == 0 and not zero_ok):
+        raise TestbedConfigError(f"{path}: key {where}{key!r} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+    return value
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _parse_class(path: Path, name: str, table: Any) -> DeviceClass:
+    where = f"classes.{name}."
+    if not isinstance(table, dict):
+        raise TestbedConfigError(f"{path}: classes.{name} must be a table, got {type(table).__name__}")
+    if not NAME_RE.match(name):
+        raise TestbedConfigError(f"{path}: class name {name!r} must match {NAME_RE.pattern}")
+    _check_keys(path, where, table, _CLASS_KEYS)
+    if "cpu" not in table:
+        raise TestbedConfigError(f"{path}: missing key {where}'cpu' (float, cores of CPU quota)")
+    g = table.get
+    return DeviceClass(
+        name=name, cpu=float(_positive(path, where, "cpu", g("cpu"))),
+        up_mbps=_float_or_none(_positive(path, where, "up_mbps", g("up_mbps"))),
+        down_mbps=_float_or_none(_positive(path, where, "down_mbps", g("down_mbps"))),
+        latency_ms=float(_positive(path, where, "latency_ms", g("latency_ms", 0.0), zero_ok=True)),
+        mem_mb=_positive(path, where, "mem_mb", g("mem_mb")), description=g("description", ""))
+
+
+def load_classes(path: str | Path, _seen: frozenset[Path] = frozenset()) -> dict[str, DeviceClass]:
+    """Read a class file (or the classes of a cluster file, with its includes)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise TestbedConfigError(f"{path}: include cycle")
+    data = _read_toml(path)
+    _check_keys(path, "", data, _CLUSTER_KEYS)
+    classes: dict[str, DeviceClass] = {}
+    for inc in data.get("include", []):
+        if not isinstance(inc, str):
+            raise TestbedConfigError(f"{path}: key 'include' must be a list of str, got item {inc!r}")
+        classes.update(load_classes(path.parent / inc, _seen | {path}))
+    for name, table in data.get("classes", {}).items():
+        classes[name] = _parse_class(path, name, table)
+    return classes
+
+
+def _expand_nodes(path: Path, data: dict[str, Any], classes: dict[str, DeviceClass]) -> list[tuple[str, DeviceClass]]:
+    out: list[tuple[str, DeviceClass]] = []
+    counters: dict[str, int] = {}
+    for i, entry in enumerate(data.get("nodes", [])):
+        where = f"nodes[{i}]."
+        if not isinstance(entry, dict):
+            raise TestbedConfigError(f"{path}: nodes[{i}] must be a table")
+        _check_keys(path, where, entry, {"class": str, "name": str, "count": int})
+        device = _lookup(path, where, entry.get("class"), classes)
+        count = _positive(path, where, "count", entry.get("count", 1))
+        if "name" in entry and count != 1:
+            raise TestbedConfigError(f"{path}: {where}'name' cannot be combined with count > 1")
+        for _ in range(count):
+            counters[device.name] = counters.get(device.name, 0) + 1
+            out.append((entry.get("name", f"{device.name}-{counters[device.name]}"), device))
+    if not out:
+        raise TestbedConfigError(f"{path}: no [[nodes]] defined")
+    names = [n for n, _ in out]
+    for n in names:
+        if not NAME_RE.match(n) or n == REQUESTER:
+            raise TestbedConfigError(f"{path}: node name {n!r} must match {NAME_RE.pattern} and not be {REQUESTER!r}")
+        if names.count(n) > 1:
+            raise TestbedConfigError(f"{path}: node name {n!r} used twice")
+    return out
+
+
+def _lookup(path: Path, where: str, name: Any, classes: dict[str, DeviceClass]) -> DeviceClass:
+    if not isinstance(name, str):
+        raise TestbedConfigError(f"{path}: missing key {where}'class' (str, a device class name)")
+    if name not in classes:
+        raise TestbedConfigError(f"{path}: {where}'class' = {name!r} is not a known class (have: {', '.join(sorted(classes)) or 'none'})")
+    return classes[name]
+
+
+def _subnet(path: Path, text: str, size: int) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(text)
+    except ValueError as e:
+        raise TestbedConfigError(f"{path}: key 'subnet' must be an IPv4 network like {DEFAULT_SUBNET}: {e}") from e
+    if not net.is_private:
+        raise TestbedConfigError(f"{path}: key 'subnet' = {text!r} is not a private range")
+    if net.num_addresses < size + 12:
+        raise TestbedConfigError(f"{path}: subnet {text} is too small for {size} members")
+    return net
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Parse and validate a cluster file; addresses: requester .2, nodes .11, .12, ..."""
+    path = Path(path).resolve()
+    data = _read_toml(path)
+    classes = load_classes(path)
+    nodes = _expand_nodes(path, data, classes)
+    req = data.get("requester")
+    if not isinstance(req, dict):
+        raise TestbedConfigError(f"{path}: missing table [requester] with key 'class'")
+    _check_keys(path, "requester.", req, {"class": str})
+    req_class = _lookup(path, "requester.", req.get("class"), classes)
+    net = _subnet(path, data.get("subnet", DEFAULT_SUBNET), len(nodes) + 1)
+    period = data.get("cpu_period_us", DEFAULT_PERIOD_US)
+    if not 1_000 <= period <= 1_000_000:
+        raise TestbedConfigError(f"{path}: key 'cpu_period_us' must be in 1000..1000000, got {period}")
+    for _, dev in [*nodes, (REQUESTER, req_class)]:
+        if dev.cpu is not None and dev.cpu * period < MIN_QUOTA_US:
+            raise TestbedConfigError(f"{path}: class {dev.name!r}: cpu {dev.cpu} x cpu_period_us {period} is below the kernel minimum quota of {MIN_QUOTA_US} us; raise cpu_period_us")
+    hosts = list(net.hosts())
+    return Cluster(
+        name=data.get("name", path.stem), source=path, subnet=net, cpu_period_us=period,
+        queue_ms=float(_positive(path, "", "queue_ms", data.get("queue_ms", DEFAULT_QUEUE_MS))),
+        requester=Member(REQUESTER, req_class, str(hosts[1])),
+        nodes=tuple(Member(n, d, str(hosts[10 + i])) for i, (n, d) in enumerate(nodes)))
