@@ -22,9 +22,11 @@ from .profile import ModelProfile
 from .snapshot import SwarmSnapshot
 from ..errors import InfeasiblePlanError, PlanError
 
-def fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float, like: float | None = None) -> str:
+    """Human-readable bytes; with `like`, in the unit `like` would get (so sizes compare at a glance)."""
+    ref = n if like is None else like
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
+        if ref >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} B"
 
@@ -42,12 +44,12 @@ def check_feasible(cm: CostModel, snapshot: SwarmSnapshot, options: PlannerOptio
         if layer.param_bytes > largest:
             raise InfeasiblePlanError(
                 f"layer {layer.index} needs {fmt_bytes(layer.param_bytes)} but the largest peer offers "
-                f"{fmt_bytes(largest)}")
+                f"{fmt_bytes(largest, like=layer.param_bytes)}")
     total, offered = cm.profile.total_param_bytes, int(cm.mem.sum())
     if total > offered:
         raise InfeasiblePlanError(
             f"model needs {fmt_bytes(total)} of memory but all {cm.num_peers} usable peers together "
-            f"offer {fmt_bytes(offered)}")
+            f"offer {fmt_bytes(offered, like=total)}")
 
 
 def _no_chain(cm: CostModel) -> InfeasiblePlanError:

@@ -1,0 +1,61 @@
+"""The cost model's formulas and its guard rails (the reference model of docs/cost-model.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pinfer.core.costs import REQUESTER, build_costs, suffix
+from p2pinfer.core.plan import PlannerOptions
+from p2pinfer.core.profile import LayerProfile, ModelProfile
+from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
+
+PROFILE = ModelProfile("toy", "toy-id", 1_000_000, tuple(
+    LayerProfile(i, "x", 2 * 10**9, 100, 500_000 * (i + 1)) for i in range(3)))
+SNAP = SwarmSnapshot(RequesterSpec(up_mbps=50.0, down_mbps=200.0, latency_ms=10.0), (
+    PeerSpec("a", 20.0, 10**6, up_mbps=100.0, down_mbps=40.0, latency_ms=5.0),
+    PeerSpec("b", 40.0, 150, up_mbps=10.0, down_mbps=400.0, latency_ms=20.0),
+))
+CM = build_costs(PROFILE, SNAP, PlannerOptions(amortize_requests=None))
+
+
+def test_transfer_is_star_model() -> None:
+    # requester -> a: (10 + 5) ms + 8 Mbit / min(50, 40) Mbit/s
+    assert CM.transfer_s(REQUESTER, 0, 0) == pytest.approx(0.015 + 8e6 / 40e6)
+    # a -> b after layer 1 (1 MB): (5 + 20) ms + 8 Mbit / min(100, 400)
+    assert CM.transfer_s(0, 1, 2) == pytest.approx(0.025 + 8e6 / 100e6)
+    # b -> requester, last layer's 1.5 MB: min(10, 200)
+    assert CM.bandwidth_s(1, REQUESTER, 3) == pytest.approx(12e6 / 10e6)
+
+
+def test_evaluate_latency_and_bottleneck() -> None:
+    p = CM.evaluate([(0, 0, 2), (1, 2, 3)], "latency")
+    t_in = 0.015 + 8e6 / 40e6
+    t_ab = 0.025 + 8e6 / 100e6
+    t_out = 0.030 + 12e6 / 10e6
+    assert [h.compute_s for h in p.hops] == pytest.approx([4e9 / 20e9, 2e9 / 40e9])
+    assert p.predicted_latency_s == pytest.approx(t_in + 0.2 + t_ab + 0.05 + t_out)
+    assert p.bottleneck_s == pytest.approx(12e6 / 10e6)
+    assert p.transfer_out_s == pytest.approx(t_out)
+
+
+@pytest.mark.parametrize("spans, why", [
+    ([], "cover"), ([(0, 0, 2)], "cover"), ([(0, 0, 2), (0, 2, 3)], "one span"),
+    ([(0, 0, 1), (1, 2, 3)], "contiguous"), ([(1, 0, 3)], "does not fit"), ([(0, 0, 0), (1, 0, 3)], "contiguous"),
+])
+def test_evaluate_rejects_bad_chains(spans, why) -> None:
+    with pytest.raises(ValueError, match=why):
+        CM.evaluate(spans, "latency")
+
+
+def test_suffix_model_matches_the_full_model() -> None:
+    sub = suffix(CM, 2, 0, [1])
+    assert sub.num_layers == 1 and sub.num_peers == 1
+    assert sub.compute[0, 1] == pytest.approx(CM.compute[1, 3] - CM.compute[1, 2])
+    assert sub.src_lat == CM.lat[0] and sub.src_inv_up == CM.inv_up[0]
+    assert sub.bits[0] == CM.bits[2]
+
+
+def test_excluded_peers_are_listed() -> None:
+    snap = SwarmSnapshot(SNAP.requester, (SNAP.peers[0], PeerSpec("c", 1.0, 1, 1.0, 1.0, 1.0, reputation=0.1)))
+    cm = build_costs(PROFILE, snap, PlannerOptions())
+    assert cm.excluded == ("c",) and [p.peer_id for p in cm.peers] == ["a"]
