@@ -28,3 +28,17 @@ def test_capability_record_vector() -> None:
     assert verify_with_key(identity.public_key, RECORD_DOMAIN, signed[len(b"p2pinfer:record/v1\x00"):],
                            bytes.fromhex(vector["signature"]))
     pycddl.Schema((PROTOCOL / "capability.cddl").read_text()).validate_cbor(blob)
+
+
+def test_invalid_record_vectors_fail_with_their_reason() -> None:
+    from p2pinfer.errors import RecordError
+
+    doc = json.loads((PROTOCOL / "vectors" / "capability-record-v1-invalid.json").read_text())
+    assert len(doc["cases"]) >= 15
+    for case in doc["cases"]:
+        try:
+            decode_verified(bytes.fromhex(case["blob"]), now=case["verify_at"])
+        except RecordError as exc:
+            assert exc.reason == case["reason"], case["name"]
+        else:
+            raise AssertionError(f"vector accepted: {case['name']}")
