@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from p2pinfer.models.manifest import Manifest
 from p2pinfer.models.store import ModelStore
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
-from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig
+from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,13 @@ class HopService:
 
     `executor_fn(manifest, start, stop, tensors) -> tensors` runs a span (SpanExecutor.run);
     `store` holds manifests and weight blobs (missing ones are fetched from the requester, then
-    from `weight_sources()` peers). `clock` returns Unix seconds.
+    from the peers `weight_sources(hash)` names); `on_weights(hashes)` is told which blobs a
+    newly accepted span made us hold (the node advertises them). `clock` returns Unix seconds.
     """
 
     def __init__(self, host: IHost, identity: Identity, executor_fn: ExecutorFn, store: ModelStore, *,
                  config: HopConfig = HopConfig(), weight_sources: Callable[[str], list[str]] | None = None,
+                 on_weights: Callable[[Sequence[str]], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the node identity's key")
@@ -98,6 +100,7 @@ class HopService:
         self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits)
         self.fetcher = WeightFetcher(host, store, config=config.weights)
         self._weight_sources = weight_sources or (lambda _hash: [])
+        self._on_weights = on_weights or (lambda _hashes: None)
         self._limiter = trio.CapacityLimiter(config.compute_threads)
         self._manifests: dict[bytes, Manifest] = {}
         self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
@@ -165,6 +168,7 @@ class HopService:
         except ModelError as exc:  # not held anywhere, or failed verification (WeightIntegrityError)
             return self.machine.span_refused(cid, "missing-weights", str(exc))
         self._manifests[cid] = manifest
+        self._on_weights(hashes)
         return self.machine.span_ready(cid)
 
     def _admit(self, a: wire.Assignment, manifest: Manifest) -> tuple[str, str] | None:
@@ -271,3 +275,38 @@ class HopService:
         entry = self._out.pop(cid, None)
         if entry and entry[1]:
             await close_stream(entry[1][0])
+
+
+class HopNodeService:
+    """Plugs the hop into a `p2pinfer.node.Node` (its NodeService extension point): serves the
+    circuit and hop protocols and, unless told otherwise, the weights protocol from `store`;
+    looks up other weight holders in the node's verified records; advertises fetched weights.
+
+        node.add_service(HopNodeService(SpanExecutor(store).run, store, config=HopConfig(mem_bytes=...)))
+    """
+
+    MAX_ADVERTISED = 512  # capability records carry at most 512 weight hashes
+
+    def __init__(self, executor_fn: ExecutorFn, store: ModelStore, *, config: HopConfig = HopConfig(),
+                 serve_weights: bool = True) -> None:
+        self.executor_fn, self.store, self.config, self.serve_weights = executor_fn, store, config, serve_weights
+        self.hop: HopService | None = None
+        self._held: list[str] = []
+
+    async def run(self, node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        def holders(blob_hash: str) -> list[str]:
+            return [r.peer_id for r in node.peers() if blob_hash in r.weights]
+
+        def advertise(hashes: Sequence[str]) -> None:
+            new = [h for h in hashes if h not in self._held]
+            if new:
+                self._held = (self._held + new)[-self.MAX_ADVERTISED:]
+                node.update_held(weights=self._held)
+
+        self.hop = HopService(node.host, node.identity, self.executor_fn, self.store, config=self.config,
+                              weight_sources=holders, on_weights=advertise)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.hop.run)
+            if self.serve_weights:
+                await nursery.start(WeightService(node.host, self.store, config=self.config.weights).run)
+            task_status.started()
