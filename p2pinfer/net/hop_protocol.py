@@ -254,11 +254,18 @@ class HopService:
     async def _send(self, send: hopm.Send) -> None:
         """Write on this circuit's outbound stream, opening it on first use; one writer at a time."""
         lock, holder = self._out.setdefault(send.circuit_id, (trio.Lock(), []))
+        protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
         async with lock:
-            if not holder:
-                protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
-                holder.append(await open_stream(self.host, send.peer_id, protocol, timeout=self.config.io_timeout_s, addrs=send.addrs))
-            await write_frame(holder[0], send.data, max_size=self.config.max_frame, timeout=self.config.io_timeout_s)
+            for attempt in (1, 2):  # a stale stream (peer restarted it, connection dropped) is reopened once
+                if not holder:
+                    holder.append(await open_stream(self.host, send.peer_id, protocol, timeout=self.config.io_timeout_s, addrs=send.addrs))
+                try:
+                    await write_frame(holder[0], send.data, max_size=self.config.max_frame, timeout=self.config.io_timeout_s)
+                    return
+                except NetworkError:
+                    await close_stream(holder.pop())
+                    if attempt == 2:
+                        raise
 
     async def _send_best_effort(self, send: hopm.Send) -> None:
         try:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import trio
 
 from p2pinfer.core.circuit import HopSpec
 from p2pinfer.core.plan import Hop, Plan
 from p2pinfer.models import zoo
 from p2pinfer.models.executor import SpanExecutor, span_hashes
 from p2pinfer.net.circuit_client import run_plan
-from p2pinfer.errors import HopRefusedError, NetworkError
-from p2pinfer.net.hop_protocol import HopConfig
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.errors import CircuitError, HopRefusedError, NetworkError
+from p2pinfer.net.hop_protocol import HOP_PROTOCOL, HopConfig
 
 from tests.integration.circuit_swarm import FAST, swarm
 
@@ -62,7 +64,17 @@ async def test_out_of_memory_refusal_and_unreachable_hop(tmp_path):
         with pytest.raises(HopRefusedError) as info:
             await s.client.open_circuit(model_id=manifest.model_id, hops=[spec])
         assert info.value.reason == "out-of-memory" and info.value.peer_id == hop.peer_id
-        from p2pinfer.crypto.identity import Identity
         ghost = Identity.generate().peer_id
         with pytest.raises(NetworkError, match=ghost[:12]):
             await s.client.open_circuit(model_id=manifest.model_id, hops=[HopSpec(ghost, ("/ip4/127.0.0.1/tcp/1",), 0, 4, spec.weight_hashes)])
+
+
+async def test_next_hop_that_stops_serving_fails_the_circuit_with_a_clear_error(tmp_path):
+    async with swarm(tmp_path, 2) as s:
+        manifest = zoo.get_manifest("mlp", store=s.requester.store)
+        hops = [HopSpec(p.peer_id, p.addrs, a, b, tuple(span_hashes(manifest, a, b))) for p, (a, b) in zip(s.hops, [(0, 2), (2, 4)])]
+        circuit = await s.client.open_circuit(model_id=manifest.model_id, hops=hops)
+        s.hops[1].host.remove_stream_handler(HOP_PROTOCOL)  # hop 2 stops serving after accepting
+        with trio.fail_after(30), pytest.raises(CircuitError, match="next-hop-unreachable"):
+            await circuit.infer({"x": np.zeros((1, 64), np.float32)}, timeout=25)
+        assert s.hops[0].hop.counters.compute_failed == 1
