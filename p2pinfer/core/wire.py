@@ -17,7 +17,7 @@ Adding a message: a frozen dataclass with `TYPE` and `wire` metadata on each fie
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable
 
 from p2pinfer.core.codec import Activation, activation_from_cbor, activation_to_cbor, decode_strict, encode_canonical
 from p2pinfer.errors import WireError

@@ -144,3 +144,19 @@ def test_strict_decoder_agrees_with_cbor2_on_canonical_data(obj):
     data = codec.encode_canonical(obj)
     assert data == cbor2.dumps(obj, canonical=True)  # splicing big byte strings changes nothing
     assert codec.decode_strict(data, max_size=1 << 20) == cbor2.loads(data)
+
+
+_VALID = [wire.encode(_assignment()),
+          wire.encode(wire.FramePayload(act={"x": np.ones((2, 2), np.float32)}, trace=(3,))),
+          wire.encode(wire.ActivationFrame(circuit_id=b"c" * 16, link=1, seq=2, nonce=b"n" * 24, box=b"b" * 40))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300) | st.sampled_from(_VALID).flatmap(
+    lambda v: st.tuples(st.integers(0, len(v) - 1), st.integers(0, 255)).map(lambda m: v[:m[0]] + bytes([m[1]]) + v[m[0] + 1:])))
+def test_arbitrary_or_mutated_bytes_only_ever_raise_wire_error(data):
+    """Fuzz: the decoder never crashes with anything but WireError, whatever the bytes."""
+    try:
+        wire.decode(data, expect=list(wire.DECODERS.values()), max_size=1 << 16)
+    except WireError:
+        pass
