@@ -1,16 +1,68 @@
-"""`p2pinfer node`: start a node and join the swarm. (Placeholder until its issue lands.)"""
+"""`p2pinfer node start`: run a node in the foreground until SIGINT/SIGTERM.
+
+On stderr, one line each (system tests and scripts parse them):
+    p2pinfer node: peer_id <id>
+    p2pinfer node: listen <full multiaddr ending in /p2p/<id>>     (one per address)
+    p2pinfer node: ready
+    p2pinfer node: stopped
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from pathlib import Path
 
-from p2pinfer.errors import P2PInferError
+import trio
+
+from p2pinfer.config import default_data_dir, load_node_config, with_overrides
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.node import IDENTITY_FILE, Node
+
+PREFIX = "p2pinfer node:"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("node", help="start a node and join the swarm")
-    parser.set_defaults(handler=_handle)
+    parser = subparsers.add_parser("node", help="run a node of the swarm")
+    sub = parser.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    start = sub.add_parser("start", help="start a node and join the swarm (foreground; Ctrl-C stops it)")
+    start.add_argument("--config", required=True, metavar="FILE", help="node config TOML (see node_configs/)")
+    start.add_argument("--listen", action="append", metavar="MULTIADDR",
+                       help="listen address, replaces the config's (repeatable), e.g. /ip4/0.0.0.0/tcp/4001")
+    start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                       help="peer to join through, ending in /p2p/<peer id> (repeatable; adds to the config's)")
+    start.add_argument("--data-dir", metavar="DIR",
+                       help="identity key, compute calibration and state (default: config, else user data dir)")
+    start.set_defaults(handler=_start)
 
 
-def _handle(args: argparse.Namespace) -> int:
-    raise P2PInferError("'node' is not implemented yet")
+def _say(text: str) -> None:
+    print(f"{PREFIX} {text}", file=sys.stderr, flush=True)
+
+
+def _start(args: argparse.Namespace) -> int:
+    config = with_overrides(
+        load_node_config(args.config), listen=args.listen, bootstrap=args.bootstrap, data_dir=args.data_dir
+    )
+    data_dir = Path(config.node.data_dir or default_data_dir(config.node.name))
+    identity = Identity.load_or_create(data_dir / IDENTITY_FILE)
+    _say(f"peer_id {identity.peer_id}")
+    _say(f"data_dir {data_dir}")
+    node = Node(config, identity=identity, data_dir=data_dir)
+    trio.run(_serve, node)
+    _say("stopped")
+    return 0
+
+
+async def _serve(node: Node) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            for addr in node.listen_addrs:
+                _say(f"listen {addr}")
+            _say("ready")
+            async for signum in signals:
+                _say(f"received {signal.Signals(signum).name}, shutting down")
+                nursery.cancel_scope.cancel()
+                break

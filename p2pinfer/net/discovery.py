@@ -114,12 +114,18 @@ class Discovery:
     # ---- filling -----------------------------------------------------------------------------
 
     def ingest(self, blobs: Iterable[bytes], *, via: str) -> list[CapabilityRecord]:
-        """Verify and cache blobs; returns the records that were new or newer. Logs rejections."""
+        """Verify and cache blobs of our swarm; returns the records that were new or newer.
+
+        Records of another swarm (e.g. found by mDNS on a shared LAN) are verified and ignored."""
         fresh: list[CapabilityRecord] = []
         now = self._clock()
         for blob in blobs:
             try:
                 outcome, record = self.cache.offer(blob, now=now)
+                if record.swarm != self.swarm:
+                    self.cache.forget(record.peer_id)
+                    self.rejections["other-swarm"] += 1
+                    continue
             except RecordError as exc:
                 self.rejections[exc.reason] += 1
                 logger.warning("rejected a record from %s: %s (%s)", via, exc.reason, exc)
@@ -167,7 +173,7 @@ class Discovery:
                 nursery.start_soon(one, peer)
         return learned, answered
 
-    def _peer_info(self, peer_id: str) -> PeerInfo:
+    def peer_info(self, peer_id: str) -> PeerInfo:
         pid = ID.from_base58(peer_id)
         try:
             addrs = self.host.get_peerstore().addrs(pid)
@@ -175,20 +181,23 @@ class Discovery:
             addrs = []
         return PeerInfo(pid, addrs)
 
-    async def crawl(self, seeds: list[PeerInfo], *, timeout: float) -> int:
-        """Requester path: pull seeds, then widen until nothing new. Returns peers answered."""
+    async def crawl(self, seeds: list[PeerInfo], *, timeout: float, rounds: int | None = None) -> int:
+        """Requester path: pull seeds, then widen until nothing new. Returns peers answered.
+
+        `rounds` caps the widening rounds (default `config.max_rounds`); a joining node uses 1
+        and leaves the rest to anti-entropy."""
         asked: set[str] = {self._self_id}
         answered = 0
         with trio.move_on_after(timeout):
             asked.update(str(p.peer_id) for p in seeds)
             _, answered = await self.pull_many(seeds)
-            for _ in range(self.config.max_rounds):
+            for _ in range(self.config.max_rounds if rounds is None else rounds):
                 todo = [pid for pid in self.cache.peer_ids(now=self._clock()) if pid not in asked]
                 if not todo:
                     break
                 batch = random.sample(todo, min(self.config.fanout, len(todo)))
                 asked.update(batch)
-                learned, ok = await self.pull_many([self._peer_info(pid) for pid in batch])
+                learned, ok = await self.pull_many([self.peer_info(pid) for pid in batch])
                 answered += ok
                 if not learned:
                     break
@@ -236,7 +245,7 @@ class Discovery:
             logger.info("dropped %d expired records", len(gone))
         known = [pid for pid in self.cache.peer_ids(now=self._clock()) if pid != self._self_id]
         batch = random.sample(known, min(self.config.fanout, len(known)))
-        await self.pull_many([self._peer_info(pid) for pid in batch])
+        await self.pull_many([self.peer_info(pid) for pid in batch])
         if not known:  # alone: retry the bootstrap peers, then ask the DHT
             await self.pull_many(self.seeds)
             await self.dht_sweep()

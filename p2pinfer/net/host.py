@@ -14,6 +14,7 @@ import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
+import libp2p.network.swarm as _swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -45,7 +46,33 @@ def parse_peer_addr(text: str, *, what: str = "bootstrap multiaddr") -> PeerInfo
 
 def make_host(key_pair: KeyPair, *, enable_mdns: bool = False) -> IHost:
     """A host with the default py-libp2p stack: TCP transport, Noise security, yamux muxer."""
+    _no_happy_eyeballs_wait()
     return new_host(key_pair=key_pair, muxer_preference="YAMUX", enable_mDNS=enable_mdns)
+
+
+def _no_happy_eyeballs_wait() -> None:
+    """py-libp2p 0.8.1's dialer gives each address a 250 ms head start and waits it out even
+    after the dial SUCCEEDED (unless 3 connections to the peer exist), so every dial cost
+    >= 250 ms (measured; 15 ms without). With no head start the (at most 2) selected addrs of a
+    peer are dialed in parallel, which is what we want on a LAN anyway. Limiting connections
+    per peer to 1 also avoids the wait but makes simultaneous dials between two peers reset
+    each other's streams (measured), so we shorten the head start instead.
+    """
+    if getattr(_swarm, "_HAPPY_EYEBALLS_DELAY", 0.0) != 0.0:
+        _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+
+
+async def stop_auto_connector(host: IHost) -> None:
+    """Switch off py-libp2p's AutoConnector; call right after `host.run` has started.
+
+    py-libp2p 0.8.1 keeps >= 50 connections by dialing every peer in the peerstore (up to 32
+    per 10 s cycle while below that floor). Our peerstore holds every verified record's addrs,
+    so with 50 in-process nodes every host dialed every other one: start of 50 nodes took
+    171 s with connection resets (measured). p2pinfer connects on demand instead.
+    """
+    auto = getattr(host.get_network(), "auto_connector", None)
+    if auto is not None:
+        await auto.stop()
 
 
 def full_addrs(host: IHost) -> list[str]:

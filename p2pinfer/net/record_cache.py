@@ -41,13 +41,17 @@ class RecordCache:
             raise ValueError("max_entries must be >= 1")
         self._max = max_entries
         self._entries: dict[str, CachedRecord] = {}
+        self._by_blob: dict[bytes, CachedRecord] = {}  # verified blobs, to skip re-verifying gossip
 
     def offer(self, blob: bytes, *, now: float) -> tuple[str, CapabilityRecord]:
         """Verify `blob` and keep it if it is news. Returns (outcome, record); RecordError if invalid."""
+        known = self._by_blob.get(bytes(blob))
+        if known is not None:  # byte-identical to a record we verified: only expiry can change
+            if known.record.expires_at <= now:
+                raise RecordError("expired", f"record of {known.record.peer_id} has expired")
+            return SAME, known.record
         record = decode_verified(blob, now=now)
         held = self._entries.get(record.peer_id)
-        if held is not None and held.blob == blob:
-            return SAME, record
         try:
             accept_update(held.record if held else None, record)
         except RecordError as exc:
@@ -56,8 +60,18 @@ class RecordCache:
             raise
         if held is None and len(self._entries) >= self._max and not self._make_room(record, now=now):
             return FULL, record
-        self._entries[record.peer_id] = CachedRecord(record=record, blob=bytes(blob))
+        self._put(CachedRecord(record=record, blob=bytes(blob)))
         return (UPDATED if held else NEW), record
+
+    def _put(self, entry: CachedRecord) -> None:
+        self._drop(entry.record.peer_id)
+        self._entries[entry.record.peer_id] = entry
+        self._by_blob[entry.blob] = entry
+
+    def _drop(self, peer_id: str) -> None:
+        old = self._entries.pop(peer_id, None)
+        if old is not None:
+            self._by_blob.pop(old.blob, None)
 
     def _make_room(self, incoming: CapabilityRecord, *, now: float) -> bool:
         self.prune(now=now)
@@ -66,7 +80,7 @@ class RecordCache:
         victim = min(self._entries.values(), key=lambda c: c.record.expires_at)
         if victim.record.expires_at >= incoming.expires_at:
             return False
-        del self._entries[victim.record.peer_id]
+        self._drop(victim.record.peer_id)
         return True
 
     def get(self, peer_id: str, *, now: float) -> CapabilityRecord | None:
@@ -94,11 +108,11 @@ class RecordCache:
         """Drop expired records; returns the peer ids dropped."""
         gone = [pid for pid, e in self._entries.items() if e.record.expires_at <= now]
         for pid in gone:
-            del self._entries[pid]
+            self._drop(pid)
         return gone
 
     def forget(self, peer_id: str) -> None:
-        self._entries.pop(peer_id, None)
+        self._drop(peer_id)
 
     def __len__(self) -> int:
         return len(self._entries)

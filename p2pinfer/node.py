@@ -1,0 +1,275 @@
+"""The node: one trio service that joins the swarm, advertises, discovers, and hosts services.
+
+Lifecycle (`run`, or `async with Node(...)`): start the libp2p host (TCP, Noise, yamux) on the
+listen addrs -> run the Kademlia DHT in server mode with the strict p2pinfer validator -> serve
+the record exchange -> sign our first record -> start registered services (e.g. the hop service)
+-> pull from the bootstrap peers -> report started. In the background: publish into the DHT,
+republish before expiry (and on load/holdings changes), anti-entropy pulls, mDNS finds.
+
+Extension point for other services (the hop/circuit service plugs in here):
+
+    class HopService:
+        async def run(self, node: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+            node.host.set_stream_handler(PROTOCOL, self._handle)   # before started()
+            task_status.started()
+            await trio.sleep_forever()
+
+    node = Node(settings, identity=identity, data_dir=path, services=[HopService()])
+    # or node.add_service(HopService()) before start; node.set_load(0.4); node.update_held(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Protocol, Sequence
+
+import trio
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pinfer.core.records import CapabilityRecord
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.errors import P2PInferError
+from p2pinfer.net import dht as dhtlib
+from p2pinfer.net.advertise import Advertiser, Capability
+from p2pinfer.net.discovery import Discovery, DiscoveryConfig
+from p2pinfer.net.host import full_addrs, listen_addrs_from, make_host, parse_peer_addr, stop_auto_connector
+from p2pinfer.net.mdns import MdnsBridge
+from p2pinfer.net.record_cache import RecordCache
+from p2pinfer.net.record_validator import P2PInferValidator
+from p2pinfer.config import NodeConfig, resolve_resources
+from p2pinfer.net.settings import NodeSettings, settings_from_config
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.key"
+
+
+class NodeService(Protocol):
+    """Anything that runs alongside a node; set stream handlers before `task_status.started()`."""
+
+    async def run(self, node: "Node", *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
+
+
+class Node:
+    """A swarm member. Use as `async with Node(...) as node:` or `await nursery.start(node.run)`."""
+
+    def __init__(
+        self,
+        config: NodeConfig | NodeSettings,
+        *,
+        capability: Capability | None = None,
+        identity: Identity | None = None,
+        data_dir: Path | None = None,
+        services: Sequence[NodeService] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`config`: a loaded NodeConfig (compute is measured at start unless `capability` is
+        given) or ready NodeSettings (then `capability` is required). `identity`: defaults to
+        the persistent key in `data_dir` (created 0600), or a fresh one without a data dir."""
+        if isinstance(config, NodeConfig):
+            settings = settings_from_config(config)
+            if data_dir is None:
+                data_dir = config.node.data_dir
+        else:
+            settings = config
+            if capability is None:
+                raise P2PInferError("Node(settings) needs capability=; pass a NodeConfig to measure it")
+        if identity is None:
+            identity = Identity.load_or_create(Path(data_dir) / IDENTITY_FILE) if data_dir else Identity.generate()
+        self.config = config if isinstance(config, NodeConfig) else None
+        self.settings = settings
+        self.identity = identity
+        self.data_dir = Path(data_dir) if data_dir else None
+        self._clock = clock
+        self._services: list[NodeService] = list(services)
+        self.host: IHost = make_host(identity.libp2p_key_pair(), enable_mdns=settings.mdns)
+        self.validator = P2PInferValidator(clock=clock)
+        self.dht: KadDHT = dhtlib.make_dht(self.host, self.validator, server=True)
+        self._capability = capability
+        self.advertiser: Advertiser | None = None
+        self.discovery = Discovery(
+            self.host,
+            config=DiscoveryConfig(pull_interval_s=settings.pull_interval_s, fanout=settings.fanout),
+            own_blob=self._own_blob,
+            dht=self.dht,
+            swarm=settings.swarm,
+            clock=clock,
+        )
+        self._republish_now = trio.Event()
+        self._started = False
+        self._stack: AsyncExitStack | None = None
+
+    # ---- what other parts read ----------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        """Full dialable multiaddrs, each ending in /p2p/<peer id>."""
+        return full_addrs(self.host)
+
+    @property
+    def record(self) -> CapabilityRecord | None:
+        """Our current signed record (None before start)."""
+        current = self.advertiser.current if self.advertiser else None
+        return current.record if current else None
+
+    @property
+    def cache(self) -> RecordCache:
+        return self.discovery.cache
+
+    def peers(self) -> list[CapabilityRecord]:
+        """Verified, unexpired records of the other peers we know."""
+        return self.discovery.records()
+
+    def _own_blob(self) -> bytes | None:
+        current = self.advertiser.current if self.advertiser else None
+        return current.blob if current else None
+
+    # ---- what other parts change ---------------------------------------------------------------
+
+    def add_service(self, service: NodeService) -> None:
+        """Run `service` alongside the node; only before the node starts."""
+        if self._started:
+            raise P2PInferError("services must be added before the node starts")
+        self._services.append(service)
+
+    def set_load(self, load: float) -> None:
+        """Advertise a new busy fraction in [0, 1]; republished promptly with a higher seq."""
+        self._require_started().set_load(load)
+        self._republish_now.set()
+
+    def update_held(self, *, models: Sequence[str] | None = None, weights: Sequence[str] | None = None) -> None:
+        """Advertise the model ids / weight hashes now held; republished promptly."""
+        self._require_started().set_held(models=models, weights=weights)
+        self._republish_now.set()
+
+    def _require_started(self) -> Advertiser:
+        if self.advertiser is None:
+            raise P2PInferError("the node has not started yet")
+        return self.advertiser
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        try:
+            await nursery.start(self.run)
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await stack.aclose()
+            raise
+        stack.callback(nursery.cancel_scope.cancel)
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._stack is not None
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; `task_status.started(self)` once listening, published and bootstrapped."""
+        if self._started:
+            raise P2PInferError("a Node can only be started once")
+        self._started = True
+        listen = listen_addrs_from(self.settings.listen)
+        seeds = [parse_peer_addr(a) for a in self.settings.bootstrap]
+        capability = self._capability
+        if capability is None:
+            assert self.config is not None
+            capability = await trio.to_thread.run_sync(measure_capability, self.config, self.data_dir)
+        self.advertiser = Advertiser(
+            self.identity, capability, ttl_s=self.settings.record_ttl_s, swarm=self.settings.swarm
+        )
+        async with self.host.run(listen_addrs=listen), background_trio_service(self.dht):
+            await stop_auto_connector(self.host)
+            self.discovery.serve()
+            self._sign()
+            async with trio.open_nursery() as nursery:
+                for service in self._services:
+                    await nursery.start(service.run, self)
+                self.discovery.seeds = seeds
+                await self.discovery.crawl(seeds, timeout=self.settings.bootstrap_timeout_s, rounds=1)
+                nursery.start_soon(self.discovery.run)
+                nursery.start_soon(self._republish_loop)
+                if self.settings.mdns:
+                    nursery.start_soon(self._mdns_loop)
+                logger.info("node %s listening on %s", self.peer_id, " ".join(self.listen_addrs))
+                task_status.started(self)
+                await trio.sleep_forever()
+
+    # ---- advertising ----------------------------------------------------------------------------
+
+    def _sign(self) -> None:
+        signed = self._require_started().sign_next(self.listen_addrs, now=self._clock())
+        self.discovery.ingest([signed.blob], via="self")
+
+    async def _publish_dht(self) -> None:
+        """Our record and provider keys into the DHT; bounded, and never fatal."""
+        blob = self._own_blob()
+        if blob is None or not self.settings.dht_publish:
+            return
+        models = self._require_started().capability.models
+        keys = [dhtlib.swarm_key(self.settings.swarm)] + [dhtlib.model_key(m) for m in models]
+        try:
+            await dhtlib.publish(self.dht, self.peer_id, blob, keys, timeout=self.settings.dht_timeout_s)
+        except Exception:  # task boundary
+            logger.exception("DHT publish failed")
+
+    async def _republish_loop(self) -> None:
+        """Publish now, then every republish_s or as soon as load/holdings change."""
+        await self._publish_dht()
+        while True:
+            with trio.move_on_after(self.settings.republish_s):
+                await self._republish_now.wait()
+            self._republish_now = trio.Event()
+            self._sign()
+            await self._push_to_some_peers()
+            await self._publish_dht()
+
+    async def _push_to_some_peers(self) -> None:
+        """Push-pull with a few peers so a change spreads without waiting for their next round."""
+        known = [r.peer_id for r in self.peers()]
+        batch = random.sample(known, min(self.settings.fanout, len(known)))
+        await self.discovery.pull_many([self.discovery.peer_info(pid) for pid in batch])
+
+    async def _mdns_loop(self) -> None:
+        with MdnsBridge() as bridge:
+            async for info in bridge.receive:
+                if str(info.peer_id) == self.peer_id or str(info.peer_id) in self.cache:
+                    continue
+                await self.discovery.pull_many([info])
+
+
+def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
+    """What a configured node advertises: compute measured by a real micro-benchmark (cached in
+    the data dir) unless [resources].gflops overrides it, then emulation/adversary applied."""
+    if config.resources.gflops is not None:
+        gflops, by_class = config.resources.gflops, {}
+    else:
+        from p2pinfer.models.calibrate import CALIBRATION_FILE, measure_compute
+
+        cache = Path(data_dir) / CALIBRATION_FILE if data_dir else None
+        calibration = measure_compute(threads=config.resources.compute_threads, cache_path=cache)
+        gflops, by_class = calibration.gflops, dict(calibration.by_class)
+    adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class)
+    return Capability(
+        gflops=adv.gflops,
+        gflops_by_class=adv.gflops_by_class,
+        mem_bytes=adv.mem_bytes,
+        up_mbps=adv.up_mbps,
+        down_mbps=adv.down_mbps,
+        latency_ms=adv.latency_ms,
+    )
