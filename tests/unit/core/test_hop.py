@@ -62,3 +62,14 @@ def test_garbage_assignment_is_refused_as_malformed():
     assert reply.message.reason == "malformed" and m.counters.assignments_refused == 1
     sealed = wire.encode(wire.AssignRequest(sealed=b"x" * 100))
     assert m.on_assign(sealed, now_ms=NOW).message.reason == "not-for-me"
+
+
+def test_circuit_state_machines_are_pure():
+    """core/ imports no trio, libp2p or torch (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, p2pinfer.core.hop, p2pinfer.core.circuit, p2pinfer.core.wire, p2pinfer.core.codec; "
+            "print(sorted(m for m in ('trio', 'libp2p', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
