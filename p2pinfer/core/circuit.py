@@ -136,6 +136,11 @@ class CircuitMachine:
         return self.state
 
     # ---- data ----
+    @property
+    def next_seq(self) -> int:
+        """The seq the next `input_frame` will carry."""
+        return self._sender.next_seq
+
     def input_frame(self, act: Activation) -> tuple[int, bytes]:
         """(seq, encoded ActivationFrame) for link 0."""
         if self.state is not State.READY:

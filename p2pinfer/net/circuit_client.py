@@ -219,50 +219,69 @@ class CircuitClient:
 
 @dataclass(frozen=True)
 class HopTiming:
+    """One hop of a run: the planner's predictions next to what the hop measured (median over
+    inputs of the compute time it reported in the frame trace)."""
+
     peer_id: str
     start: int
     stop: int
-    predicted_ms: float
-    measured_compute_ms: float  # median over inputs, as reported by the hop
+    predicted_compute_ms: float
+    predicted_transfer_in_ms: float
+    measured_compute_ms: float
 
 
 @dataclass(frozen=True)
 class CircuitRun:
-    outputs: tuple[Activation, ...]
+    outputs: tuple[Activation, ...]  # in input order
     hops: tuple[HopTiming, ...]
-    latency_ms: tuple[float, ...]  # per input: send to result, at the requester
-    wall_s: float
+    latency_ms: tuple[float, ...]  # per input: sent -> result received, at the requester
+    setup_ms: float  # assignments sent -> every hop accepted (includes weight fetches)
+    wall_s: float  # setup + all inputs + teardown
 
 
 def hop_specs(plan: Plan, manifest: Manifest, peer_addrs: Mapping[str, Sequence[str]]) -> list[HopSpec]:
+    """The circuit hops for a planner Plan: addrs from `peer_addrs`, weight hashes from the manifest."""
     return [HopSpec(h.peer_id, tuple(peer_addrs.get(h.peer_id, ())), h.start, h.stop,
                     tuple(span_hashes(manifest, h.start, h.stop))) for h in plan.hops]
 
 
 async def run_plan(client: CircuitClient, *, plan: Plan, manifest: Manifest, inputs: Sequence[Activation],
-                   peer_addrs: Mapping[str, Sequence[str]], timeout_s: float | None = None) -> CircuitRun:
-    """Set up a circuit for `plan`, stream `inputs` through it (pipelined), collect outputs in order."""
-    if not inputs:
-        raise CircuitError("run_plan needs at least one input")
+                   peer_addrs: Mapping[str, Sequence[str]], timeout_s: float | None = None, max_in_flight: int = 8,
+                   on_result: Callable[[int, Result], None] | None = None) -> CircuitRun:
+    """Set up a circuit for `plan`, stream `inputs` through it pipelined (at most `max_in_flight`
+    unanswered), collect the outputs in input order, tear the circuit down. Raises
+    HopRefusedError / CircuitError / NetworkError naming the hop at fault; never waits unbounded."""
+    if not inputs or max_in_flight < 1:
+        raise CircuitError("run_plan needs at least one input and max_in_flight >= 1")
     t0 = time.perf_counter()
     circuit = await client.open_circuit(model_id=manifest.model_id, hops=hop_specs(plan, manifest, peer_addrs))
+    setup_ms = (time.perf_counter() - t0) * 1000
+    window = trio.Semaphore(max_in_flight)
     sent_at: dict[int, float] = {}
-    results: dict[int, Result] = {}
-    done_at: dict[int, float] = {}
+    results: dict[int, tuple[Result, float]] = {}
     async with circuit:
         async def sender() -> None:
             for act in inputs:
-                sent_at[await circuit.send(act)] = time.perf_counter()
+                await window.acquire()
+                sent_at[circuit.machine.next_seq] = time.perf_counter()
+                await circuit.send(act)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender)
             while len(results) < len(inputs):
                 r = await circuit.receive(timeout=timeout_s)
-                results[r.seq], done_at[r.seq] = r, time.perf_counter()
+                results[r.seq] = (r, time.perf_counter())
+                window.release()
+                if on_result is not None:
+                    on_result(len(results), r)
     order = sorted(results)
-    traces = [results[s].trace for s in order]
-    hops = tuple(HopTiming(h.peer_id, h.start, h.stop, h.compute_s * 1000,
-                           sorted(t[i] for t in traces)[len(traces) // 2] / 1000 if all(len(t) > i for t in traces) else float("nan"))
+    traces = [results[s][0].trace for s in order]
+
+    def median_ms(i: int) -> float:
+        values = sorted(t[i] for t in traces if len(t) > i)
+        return values[len(values) // 2] / 1000 if values else float("nan")
+
+    hops = tuple(HopTiming(h.peer_id, h.start, h.stop, h.compute_s * 1000, h.transfer_in_s * 1000, median_ms(i))
                  for i, h in enumerate(plan.hops))
-    return CircuitRun(tuple(results[s].act for s in order), hops,
-                      tuple((done_at[s] - sent_at.get(s, t0)) * 1000 for s in order), time.perf_counter() - t0)
+    return CircuitRun(tuple(results[s][0].act for s in order), hops,
+                      tuple((results[s][1] - sent_at[s]) * 1000 for s in order), setup_ms, time.perf_counter() - t0)

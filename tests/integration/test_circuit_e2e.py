@@ -33,11 +33,15 @@ async def test_three_hop_mlp_equals_local_and_fetches_weights(tmp_path):
                     transfer_out_s=0.001, predicted_latency_s=0.01, bottleneck_s=0.001)
         rng = np.random.default_rng(1)
         inputs = [{"x": rng.standard_normal((1, 64)).astype(np.float32)} for _ in range(4)]
-        run = await run_plan(s.client, plan=plan, manifest=manifest, inputs=inputs, peer_addrs=s.addrs)
+        progress = []
+        run = await run_plan(s.client, plan=plan, manifest=manifest, inputs=inputs, peer_addrs=s.addrs, max_in_flight=2,
+                             on_result=lambda n, r: progress.append(n))
+        assert progress == [1, 2, 3, 4]
         for act, out in zip(inputs, run.outputs):
             np.testing.assert_allclose(out["x"], _local(s.requester.store, manifest, act["x"]), atol=1e-5, rtol=0)
         assert [h.peer_id for h in run.hops] == [p.peer_id for p in s.hops]
         assert all(h.measured_compute_ms >= 0 for h in run.hops) and len(run.latency_ms) == 4
+        assert all(h.predicted_compute_ms == 1.0 for h in run.hops) and 0 < run.setup_ms < run.wall_s * 1000
         for peer, (a, b) in zip(s.hops, spans):
             assert all(peer.store.has_blob(h) for h in span_hashes(manifest, a, b))  # fetched + verified
             assert peer.hop.counters.frames_forwarded == 4 and peer.hop.counters.dropped == 0
