@@ -5,7 +5,8 @@ Rules (the network adapter in net/hop_protocol.py only moves bytes and runs comp
 1. An assignment is acted on only after it unseals with our key, decodes strictly, its
    signature verifies for the requester it names, it names us, and its deadline is in the future.
    Any failure -> `Reply(AssignmentRefused(reason))`, nothing stored.
-2. A verified assignment for a circuit we already know is refused ("duplicate-circuit"); beyond
+2. A verified assignment whose deadline lies more than `max_ttl_ms` ahead is refused
+   ("malformed"); one for a circuit we already know is refused ("duplicate-circuit"); beyond
    `max_circuits` live circuits we refuse with "busy". Otherwise the circuit is PENDING and we
    emit `PrepareSpan`: the adapter checks the model/kinds/memory and fetches missing weights,
    then calls `span_ready` (-> Reply(Accepted), circuit READY) or `span_refused`.
@@ -119,6 +120,7 @@ class HopMachine:
 
     identity: Identity
     max_circuits: int = 64
+    max_ttl_ms: int = 3_600_000  # refuse deadlines further out: nobody may pin a slot for days
     counters: HopCounters = field(default_factory=HopCounters)
     _circuits: dict[bytes, _Circuit] = field(default_factory=dict)
 
@@ -132,6 +134,8 @@ class HopMachine:
         except RecordError as exc:
             return self._refuse(b"", exc.reason, str(exc))
         cid = assignment.circuit_id
+        if assignment.deadline_ms - now_ms > self.max_ttl_ms:
+            return self._refuse(cid, "malformed", f"deadline is more than {self.max_ttl_ms} ms away")
         if cid in self._circuits:
             return self._refuse(cid, "duplicate-circuit", "circuit id already in use on this hop")
         if len(self._circuits) >= self.max_circuits:

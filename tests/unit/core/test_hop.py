@@ -73,3 +73,10 @@ def test_circuit_state_machines_are_pure():
             "print(sorted(m for m in ('trio', 'libp2p', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_deadline_too_far_ahead_is_refused():
+    c = CircuitMachine(REQ, model_id="toy", hops=[HopSpec(HOP.peer_id, (), 0, 1)], requester_addrs=(), now_ms=NOW, ttl_ms=10 * 3_600_000)
+    (_, data), = c.assign_requests()
+    reply = hopm.HopMachine(HOP).on_assign(data, now_ms=NOW)
+    assert reply.message.reason == "malformed" and "deadline" in reply.message.message
