@@ -36,5 +36,5 @@ def build_manifest(
     specs = [store_layer(store, kind, config, weights(i, kind, config)) for i, (kind, config) in enumerate(layers)]
     outputs = propagate(specs, inputs, name=name)[-1]
     manifest = Manifest(name, tuple(specs), tuple(inputs), outputs, preprocess, tokenizer_hash)
-    store.put_manifest(manifest)
+    store.put_manifest(manifest, name=name)
     return manifest

@@ -105,6 +105,15 @@ def load_image(path: Path, spec: TensorSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)[None]))
 
 
+def sample_input(manifest: Manifest, store: ModelStore, *, text: str = "Peer-to-peer inference splits a neural network across many small devices!") -> Activations:
+    """A deterministic, realistic default input for any model (tests, benchmarks, calibration)."""
+    if manifest.preprocess == "text":
+        return tokenize(manifest, text, store=store)
+    rng = np.random.Generator(np.random.PCG64(7))
+    return {s.name: torch.from_numpy(rng.standard_normal(s.shape).astype(np.float32)) if s.dtype == "float32"
+            else torch.zeros(s.shape, dtype=torch.int64) for s in manifest.inputs}
+
+
 def output_to_json(out: Activations | torch.Tensor) -> dict[str, Any]:
     """{"shape", "dtype", "data"}: data is the row-major flattened values as a JSON list."""
     if isinstance(out, dict):

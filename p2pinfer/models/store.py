@@ -104,9 +104,15 @@ class ModelStore:
 
     # -- manifests -------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest, *, name: str | None = None) -> str:
-        """Store a manifest (and index it under `name`, default its own name); returns its id."""
+        """Store a manifest by id; returns its id.
+
+        Only when `name` is given is it also indexed under that human name (imports and zoo
+        builds do this). Manifests fetched from peers are stored by id only, so a peer cannot
+        redirect a local model name to its own manifest.
+        """
         _atomic_write(self.root / "manifests" / manifest.model_id, manifest.to_cbor())
-        self.set_name(name or manifest.name, manifest.model_id)
+        if name is not None:
+            self.set_name(name, manifest.model_id)
         return manifest.model_id
 
     def get_manifest(self, model_id: str) -> Manifest:

@@ -62,6 +62,9 @@ def test_manifests_and_names(store: ModelStore) -> None:
     assert store.lookup_name("mlp") == manifest.model_id
     with pytest.raises(UnknownModelError):
         store.get_manifest("0" * 64)
+    other = ModelStore(store.root.parent / "peer-copy")
+    other.put_manifest(manifest)  # as a manifest fetched from a peer: by id only, no name
+    assert other.lookup_name("mlp") is None and other.get_manifest(manifest.model_id) == manifest
     path = store.root / "manifests" / manifest.model_id
     path.write_bytes(path.read_bytes().replace(b"relu", b"gelu"))
     with pytest.raises(WeightIntegrityError, match="does not hash"):
