@@ -58,12 +58,13 @@ class HopConfig:
     idle_timeout_s: float = 300.0
     setup_timeout_s: float = 120.0
     max_circuits: int = 64
+    max_circuit_ttl_s: float = 3600.0
     compute_threads: int = 1
     mem_bytes: int | None = None
     weights: WeightsConfig = WeightsConfig()
 
     def __post_init__(self) -> None:
-        if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s) <= 0:
+        if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s, self.max_circuit_ttl_s) <= 0:
             raise ValueError("hop: timeouts must be positive")
         if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1:
             raise ValueError("hop: max_frame >= 1024, max_circuits >= 1 and compute_threads >= 1 required")
@@ -97,7 +98,7 @@ class HopService:
             raise ValueError("the host's libp2p key must be the node identity's key")
         self.host, self.identity, self.executor_fn, self.store = host, identity, executor_fn, store
         self.config, self.clock = config, clock
-        self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits)
+        self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits, max_ttl_ms=int(config.max_circuit_ttl_s * 1000))
         self.fetcher = WeightFetcher(host, store, config=config.weights)
         self._weight_sources = weight_sources or (lambda _hash: [])
         self._on_weights = on_weights or (lambda _hashes: None)
