@@ -61,9 +61,9 @@ def random_profile(rng: random.Random, num_layers: int) -> ModelProfile:
 
 
 def random_snapshot(rng: random.Random, num_peers: int, model_bytes: int) -> SwarmSnapshot:
-    """Peers drawn from device classes; memory scaled so that most peers hold only part of the model."""
+    """Peers drawn from device classes; memory scaled so that only big boxes hold the whole model."""
     weights = [c[1] for c in DEVICE_CLASSES]
-    mem_scale = model_bytes / 8e9  # a "16 GB" device holds about twice the model
+    mem_scale = model_bytes / 32e9  # a "16 GB" device holds half the model
     peers = []
     for j in range(num_peers):
         _, _, g, m, up, down, lat = rng.choices(DEVICE_CLASSES, weights)[0]

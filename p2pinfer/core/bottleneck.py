@@ -33,8 +33,7 @@ from .plan import PlannerOptions
 CAP_SLACK = 1e-9  # relative slack when capping at a bottleneck (float round-off)
 _MAX_CANDIDATES = 2_000_000  # enumerate term values up to this many (L^2 P / 2 stage terms)
 _MAX_PROBES = 30
-_EXACT_PEERS = 8  # up to this many usable peers, probes run the full exact search
-_PROBE_PASSES = 2  # otherwise a probe may spend about this many full passes
+_TOTAL_BUDGETS = 6  # all probes together may spend this many search budgets
 _STOP_RATIO = 1.01  # real-valued bisection stops within 1%
 
 
@@ -73,12 +72,9 @@ class _Prober:
         self.infeasible = 0.0  # no chain has bottleneck <= this (proven)
         self.from_probe = False  # best came from a probe: fastest among chains within its bottleneck
         self.probes = 0
-        self.exact = cm.num_peers <= _EXACT_PEERS
-        if self.exact:
-            self.budget, self.max_critical = options.search_budget, options.max_critical
-        else:
-            self.budget = min(options.search_budget, _PROBE_PASSES * pass_work(cm, 0))
-            self.max_critical = min(options.max_critical, 3)
+        self.critical: tuple[int, ...] = ()
+        self.left = _TOTAL_BUDGETS * options.search_budget  # work left for all probes together
+        self.conclusive = True  # every probe so far was exact (found a chain or proved none)
 
     def offer(self, spans: tuple[Span, ...]) -> None:
         value = bottleneck_of(self.cm, spans)
@@ -88,8 +84,11 @@ class _Prober:
     def probe(self, t: float) -> bool | None:
         """True: a chain within t exists (recorded); False: proven none; None: inconclusive."""
         self.probes += 1
-        res: SearchResult = dssr(self.cm, "sum", cap=t * (1 + CAP_SLACK), budget=self.budget,
-                                 max_critical=self.max_critical)
+        budget = max(pass_work(self.cm, 0), min(self.options.search_budget, self.left))
+        res: SearchResult = dssr(self.cm, "sum", cap=t * (1 + CAP_SLACK), budget=budget,
+                                 max_critical=self.options.max_critical, critical=self.critical)
+        self.left -= res.work
+        self.critical = res.critical
         if res.spans is not None:
             value = bottleneck_of(self.cm, res.spans)
             if value <= self.hi:  # equal: the probe's chain is the faster one under the cap
@@ -98,6 +97,7 @@ class _Prober:
         if res.optimal:
             self.infeasible = max(self.infeasible, t)
             return False
+        self.conclusive = False
         return None
 
 
@@ -150,7 +150,7 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     for spans in incumbents():
         pr.offer(spans)
     pr.infeasible = max(pr.infeasible, capacity_bound(cm, t0, pr.hi))
-    cands = candidate_values(cm, t0) if pr.exact else None
+    cands = candidate_values(cm, t0)
     if cands is not None:
         _bisect_candidates(pr, cands)
     else:

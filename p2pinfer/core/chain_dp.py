@@ -21,7 +21,7 @@ Rules of this module (see docs/cost-model.md, "How the planner searches"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -47,6 +47,8 @@ class SearchResult:
     lower_bound: float
     optimal: bool
     passes: int
+    critical: tuple[int, ...] = ()  # the critical set the search ended with (to warm-start the next)
+    work: int = 0  # pass_work spent
 
 
 def pass_work(cm: CostModel, num_critical: int) -> int:
@@ -225,27 +227,30 @@ def repeated(spans: Sequence[Span]) -> list[int]:
     return sorted(rep)
 
 
-def dssr(cm: CostModel, mode: Mode, *, cap: float = INF, budget: int, max_critical: int) -> SearchResult:
+def dssr(cm: CostModel, mode: Mode, *, cap: float = INF, budget: int, max_critical: int,
+         critical: Sequence[int] = ()) -> SearchResult:
     """Exact search by growing the critical set; falls back to a repaired path past the budget.
 
-    `budget` caps the summed `pass_work` of all passes (the first pass always runs).
+    `budget` caps the summed `pass_work` of all passes (the first pass always runs);
+    `critical` warm-starts the critical set (e.g. with the previous search's).
     """
-    critical: list[int] = []
-    lower, passes, spent = 0.0, 0, pass_work(cm, 0)
+    crit = list(critical)[:max_critical]
+    lower, passes, spent = 0.0, 0, pass_work(cm, len(crit))
     while True:
-        sol = solve(cm, mode, critical, cap)
+        sol = solve(cm, mode, crit, cap)
         passes += 1
-        if sol is None:
-            return SearchResult(None, INF, INF, True, passes)  # relaxation infeasible: proven
+        if sol is None:  # relaxation infeasible: proven
+            return SearchResult(None, INF, INF, True, passes, tuple(crit), spent)
         lower = max(lower, sol.value)
-        rep = [y for y in repeated(sol.spans) if y not in critical]
+        rep = [y for y in repeated(sol.spans) if y not in crit]
         if not rep:
-            return SearchResult(sol.spans, sol.value, sol.value, True, passes)
-        grown = critical + rep
+            return SearchResult(sol.spans, sol.value, sol.value, True, passes, tuple(crit), spent)
+        grown = crit + rep
+        if len(grown) > max_critical or spent + pass_work(cm, len(grown)) > budget:
+            res = _repair(cm, mode, cap, sol.spans, lower, passes)
+            return replace(res, critical=tuple(crit), work=spent + res.passes * pass_work(cm, 0))
         spent += pass_work(cm, len(grown))
-        if len(grown) > max_critical or spent > budget:
-            return _repair(cm, mode, cap, sol.spans, lower, passes)
-        critical = grown
+        crit = grown
 
 
 def _repair(cm: CostModel, mode: Mode, cap: float, spans: tuple[Span, ...], lower: float,
