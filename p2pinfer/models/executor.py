@@ -81,6 +81,17 @@ class SpanExecutor:
         self._cache_lock = threading.Lock()
         self._build_locks: dict[tuple[str, int], threading.Lock] = {}
 
+    def prepare(self, manifest: Manifest, start: int, stop: int) -> None:
+        """Load and verify a span's layers and its input spec ahead of the first request.
+
+        The first shape check imports torch's meta-device machinery (about a second, once per
+        process), so a hop may call this when it accepts an assignment rather than on the first frame.
+        """
+        check_span(manifest, start, stop)
+        boundaries(manifest)
+        for index in range(start, stop):
+            self.layer(manifest, index)
+
     def missing_blobs(self, manifest: Manifest, start: int, stop: int) -> list[str]:
         return [h for h in span_hashes(manifest, start, stop) if not self.store.has_blob(h)]
 

@@ -35,16 +35,14 @@ def load_input(manifest: Manifest, value: str, *, store: ModelStore) -> Activati
     else:
         path = _readable_file(value)
         if path.suffix.lower() == ".npy":
-            acts = {manifest.inputs[0].name: load_npy(path, manifest.inputs[0])} if len(manifest.inputs) == 1 else _multi(manifest)
+            if len(manifest.inputs) != 1:
+                raise InputError(f"{manifest.name} takes several input tensors; a single .npy file cannot hold them")
+            acts = {manifest.inputs[0].name: load_npy(path, manifest.inputs[0])}
         elif manifest.preprocess == "image":
             acts = {manifest.inputs[0].name: load_image(path, manifest.inputs[0])}
         else:
             raise InputError(f"{manifest.name} takes a .npy array as input, got {path.name!r}")
     return check_inputs(tuple(sorted(manifest.inputs, key=lambda s: s.name)), acts, f"input of {manifest.name}")
-
-
-def _multi(manifest: Manifest) -> Activations:
-    raise InputError(f"{manifest.name} takes several input tensors; give text instead of a .npy file")
 
 
 def _readable_file(value: str) -> Path:

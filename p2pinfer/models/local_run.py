@@ -27,8 +27,7 @@ def run_local(model: str, input_value: str, *, store: ModelStore, threads: int |
     manifest = get_manifest(model, store=store)
     executor = executor or SpanExecutor(store, threads=threads)
     acts = load_input(manifest, input_value, store=store)
-    for index in range(manifest.num_layers):
-        executor.layer(manifest, index)  # load + verify weights before timing
+    executor.prepare(manifest, 0, manifest.num_layers)  # load + verify weights before timing
     start = time.perf_counter()
     out = executor.run(manifest, 0, manifest.num_layers, acts)
     latency_ms = (time.perf_counter() - start) * 1000.0
