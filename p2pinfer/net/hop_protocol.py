@@ -230,9 +230,10 @@ class HopService:
         try:
             await self._send(send)
             self.machine.counters.frames_forwarded += 1
-        except NetworkError as exc:
+        except (NetworkError, WireError) as exc:  # WireError: output over the frame limit
             log.warning("circuit %s: cannot forward to %s: %s", c.circuit_id.hex()[:8], send.peer_id, exc)
-            action = self.machine.compute_failed(c.circuit_id, c.seq, "next-hop-unreachable", str(exc))
+            reason = "next-hop-unreachable" if isinstance(exc, NetworkError) else "internal"
+            action = self.machine.compute_failed(c.circuit_id, c.seq, reason, str(exc))
             if isinstance(action, hopm.Send):
                 await self._send_best_effort(action)
 
