@@ -21,13 +21,13 @@ minimises latency under the cap).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .chain_dp import SearchResult, _window_starts, dssr, pass_work, solve
-from .costs import CostModel, Span
+from .chain_dp import SearchResult, _window_starts, dssr, pass_work, peer_bounds, solve
+from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 
 CAP_SLACK = 1e-9  # relative slack when capping at a bottleneck (float round-off)
@@ -75,6 +75,7 @@ class _Prober:
         self.critical: tuple[int, ...] = ()
         self.left = _TOTAL_BUDGETS * options.search_budget  # work left for all probes together
         self.conclusive = True  # every probe so far was exact (found a chain or proved none)
+        self.bounds: np.ndarray | None = None  # per-peer bottleneck lower bounds, once needed
 
     def offer(self, spans: tuple[Span, ...]) -> None:
         value = bottleneck_of(self.cm, spans)
@@ -84,12 +85,21 @@ class _Prober:
     def probe(self, t: float) -> bool | None:
         """True: a chain within t exists (recorded); False: proven none; None: inconclusive."""
         self.probes += 1
-        budget = max(pass_work(self.cm, 0), min(self.options.search_budget, self.left))
-        res: SearchResult = dssr(self.cm, "sum", cap=t * (1 + CAP_SLACK), budget=budget,
-                                 max_critical=self.options.max_critical, critical=self.critical)
+        cm, keep = self.cm, list(range(self.cm.num_peers))
+        if self.bounds is not None:  # peers that cannot be in any chain within t sit out
+            keep = [int(y) for y in np.flatnonzero(self.bounds <= t * (1 + CAP_SLACK))]
+            if not keep:
+                self.infeasible = max(self.infeasible, t)
+                return False
+            cm = restrict(self.cm, keep)
+        local = {y: i for i, y in enumerate(keep)}
+        budget = max(pass_work(cm, 0), min(self.options.search_budget, self.left))
+        res: SearchResult = dssr(cm, "sum", cap=t * (1 + CAP_SLACK), budget=budget, max_critical=self.options.max_critical,
+                                 critical=[local[y] for y in self.critical if y in local])
         self.left -= res.work
-        self.critical = res.critical
+        self.critical = tuple(dict.fromkeys([*(keep[y] for y in res.critical), *self.critical]))
         if res.spans is not None:
+            res = replace(res, spans=tuple((keep[y], a, b) for y, a, b in res.spans))
             value = bottleneck_of(self.cm, res.spans)
             if value <= self.hi:  # equal: the probe's chain is the faster one under the cap
                 self.best, self.hi, self.from_probe = res.spans, value, True
@@ -102,7 +112,7 @@ class _Prober:
 
 
 def capacity_bound(cm: CostModel, lo: float, hi: float) -> float:
-    """Largest T in [lo, hi] proven infeasible by counting work (within 1%), else lo.
+    """Largest T in [lo, hi] proven infeasible by counting work (within 1%), else 0.0.
 
     Each peer serves one span, so under bottleneck T it covers at most W_Y(T) FLOPs: the most
     FLOPs of any span that fits its memory and whose stage is <= T. If the sum over all peers
@@ -124,7 +134,7 @@ def capacity_bound(cm: CostModel, lo: float, hi: float) -> float:
         return False
 
     if not math.isfinite(hi) or covers(lo):
-        return lo
+        return 0.0
     if not covers(hi):
         return hi
     while hi > lo * 1.01:
@@ -149,6 +159,7 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
         return BottleneckResult(pr.best, t0, True)
     for spans in incumbents():
         pr.offer(spans)
+    pr.bounds = peer_bounds(cm, "max")
     pr.infeasible = max(pr.infeasible, capacity_bound(cm, t0, pr.hi))
     cands = candidate_values(cm, t0)
     if cands is not None:

@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .costs import CostModel, Span, suffix
+from .costs import CostModel, Span, reversed_model, suffix
 
 Mode = Literal["sum", "max"]
 INF = float("inf")
@@ -219,6 +219,23 @@ def solve(cm: CostModel, mode: Mode, critical: Sequence[int] = (), cap: float = 
     if cm.num_peers == 0:
         return None
     return _Pass(cm, mode, critical, cap).run()
+
+
+def peer_bounds(cm: CostModel, mode: Mode, cap: float = INF) -> np.ndarray:
+    """(P,) lower bound on the objective of any plan that uses each peer (inf: none can).
+
+    Forward relaxed DP (arrive at boundary a on Y) plus the same DP over the reversed chain
+    (Y's span from a onwards and everything after it): a peer whose bound exceeds a known plan's
+    value can be dropped without losing the optimum.
+    """
+    L = cm.num_layers
+    fwd, bwd = _Pass(cm, mode, (), cap), _Pass(reversed_model(cm), mode, (), cap)
+    fwd.run()
+    bwd.run()
+    arrive = fwd.IN[:L, 0, :]  # (L, P) at boundaries 0..L-1
+    rest = bwd.V[L - np.arange(L), 0, :]  # (L, P): span from a to the end, then the result home
+    total = arrive + rest if mode == "sum" else np.maximum(arrive, rest)
+    return total.min(axis=0)
 
 
 def repeated(spans: Sequence[Span]) -> list[int]:

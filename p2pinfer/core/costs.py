@@ -151,6 +151,19 @@ def suffix(cm: CostModel, a: int, prev: int, keep: Sequence[int]) -> CostModel:
                    src_lat=float(cm.lat[prev]), src_inv_up=float(cm.inv_up[prev]))
 
 
+def reversed_model(cm: CostModel) -> CostModel:
+    """The chain read backwards (layer L-1 first, uplinks and downlinks swapped).
+
+    A forward DP over it computes cost-to-go of the original: a span [a, b) here is [L-b, L-a)
+    there, and a transfer X -> Y here prices as Y -> X there.
+    """
+    L = cm.num_layers
+    return replace(cm, compute=cm.compute[:, [L]] - cm.compute[:, ::-1], fetch=cm.fetch[:, [L]] - cm.fetch[:, ::-1],
+                   params=cm.params[L] - cm.params[::-1], bits=cm.bits[::-1].copy(), inv_up=cm.inv_down,
+                   inv_down=cm.inv_up, req_inv_up=cm.req_inv_down, req_inv_down=cm.req_inv_up,
+                   src_lat=cm.req_lat, src_inv_up=cm.req_inv_down)
+
+
 def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: PlannerOptions) -> CostModel:
     """Compile profile + snapshot + options into a CostModel (reputation exclusion applied)."""
     peers = usable_peers(snapshot, options)

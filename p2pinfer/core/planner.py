@@ -13,10 +13,12 @@ Infeasible inputs raise InfeasiblePlanError with the cause in words.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .baselines import baseline_plans, plan_spans
 from .bottleneck import search_bottleneck
-from .chain_dp import dssr
-from .costs import CostModel, Span, build_costs
+from .chain_dp import dssr, peer_bounds
+from .costs import CostModel, Span, build_costs, restrict
 from .plan import OBJECTIVES, Plan, PlannerOptions
 from .profile import ModelProfile
 from .snapshot import SwarmSnapshot
@@ -59,18 +61,32 @@ def _no_chain(cm: CostModel) -> InfeasiblePlanError:
 
 
 def _plan_latency(cm: CostModel, options: PlannerOptions) -> Plan:
-    res = dssr(cm, "sum", budget=options.search_budget, max_critical=options.max_critical)
+    kw = dict(budget=options.search_budget, max_critical=options.max_critical)
+    res = dssr(cm, "sum", **kw)
     if res.spans is None and res.optimal:
         raise _no_chain(cm)
     if res.optimal:
         return cm.evaluate(res.spans, "latency", lower_bound=res.lower_bound, optimal=True)
-    # budget hit: the repaired path competes with the baselines
+    # budget hit: the repaired path competes with the baselines, then peers that cannot beat
+    # the best of them are dropped and the exact search runs again on the rest
     found = [cm.evaluate(res.spans, "latency")] if res.spans is not None else []
     found += [p for p in baseline_plans(cm, "latency").values() if p is not None]
     if not found:
         raise PlanError("search budget exhausted before a plan was found; raise PlannerOptions.search_budget")
-    best = min(found, key=lambda p: p.predicted_latency_s)
-    return cm.evaluate(plan_spans(cm, best), "latency", lower_bound=res.lower_bound, optimal=False)
+    best = cm.evaluate(plan_spans(cm, min(found, key=lambda p: p.predicted_latency_s)), "latency")
+    lower = res.lower_bound
+    keep = [int(y) for y in np.flatnonzero(peer_bounds(cm, "sum") <= best.predicted_latency_s * (1 + 1e-9))]
+    if len(keep) < cm.num_peers:
+        sub = dssr(restrict(cm, keep), "sum", **kw)
+        lower = max(lower, min(sub.lower_bound, best.predicted_latency_s))
+        if sub.spans is not None:
+            cand = cm.evaluate(tuple((keep[y], a, b) for y, a, b in sub.spans), "latency")
+            if cand.predicted_latency_s <= best.predicted_latency_s:
+                best = cand
+        if sub.optimal:
+            lower = best.predicted_latency_s
+    optimal = best.predicted_latency_s <= lower * (1 + 1e-9)
+    return cm.evaluate(plan_spans(cm, best), "latency", lower_bound=min(lower, best.predicted_latency_s), optimal=optimal)
 
 
 def _plan_throughput(cm: CostModel, options: PlannerOptions) -> Plan:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from p2pinfer.core.plan import PlannerOptions
 from p2pinfer.core.planner import plan
-from p2pinfer.errors import InfeasiblePlanError
+from p2pinfer.errors import InfeasiblePlanError, PlanError
 
 from .planner_brute import brute_force, random_instance
 
@@ -74,3 +74,27 @@ def test_plans_priced_by_brute_formulas(seed: int) -> None:
         src = (req.latency_ms, req.up_mbps) if prev is None else (prev.latency_ms, prev.up_mbps)
         assert close(hop.transfer_in_s, transfer(src[0], src[1], y.latency_ms, y.down_mbps, nbytes)[0])
         prev = y
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), max_critical=st.integers(0, 2))
+def test_starved_search_stays_sound(seed: int, max_critical: int) -> None:
+    """With almost no search budget the planner falls back to repair, baselines and peer
+    pruning: its plan must still be valid, its lower bound a true bound, its `optimal` honest."""
+    rng = random.Random(seed)
+    profile, snap = random_instance(rng, 9, 5)
+    options = PlannerOptions(search_budget=1, max_critical=max_critical)
+    ref = brute_force(profile, snap, options)
+    if ref is None:
+        return
+    for objective, best in (("latency", ref.best_latency), ("throughput", ref.best_bottleneck)):
+        try:
+            p = plan(profile, snap, objective=objective, options=options)
+        except InfeasiblePlanError:
+            pytest.fail("feasible instance reported infeasible")
+        except PlanError:
+            continue  # budget exhausted without a plan: allowed, and says so
+        assert p.value >= best * (1 - REL)
+        assert p.lower_bound <= best * (1 + REL)
+        if p.optimal:
+            assert close(p.value, best)
