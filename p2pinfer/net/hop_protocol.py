@@ -57,6 +57,7 @@ class HopConfig:
     io_timeout_s: float = 30.0
     idle_timeout_s: float = 300.0
     setup_timeout_s: float = 120.0
+    compute_timeout_s: float = 120.0
     max_circuits: int = 64
     max_circuit_ttl_s: float = 3600.0
     compute_threads: int = 1
@@ -64,7 +65,7 @@ class HopConfig:
     weights: WeightsConfig = WeightsConfig()
 
     def __post_init__(self) -> None:
-        if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s, self.max_circuit_ttl_s) <= 0:
+        if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s, self.compute_timeout_s, self.max_circuit_ttl_s) <= 0:
             raise ValueError("hop: timeouts must be positive")
         if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1:
             raise ValueError("hop: max_frame >= 1024, max_circuits >= 1 and compute_threads >= 1 required")
@@ -215,27 +216,32 @@ class HopService:
             self.machine.counters.malformed += 1
 
     async def _compute_and_forward(self, c: hopm.Compute) -> None:
+        """Compute the span in a worker thread (deadline, limiter), then forward the sealed output."""
         a, manifest = self.machine.assignment(c.circuit_id), self._manifests.get(c.circuit_id)
         if a is None or manifest is None:
             return
         try:
-            send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter)
+            with trio.fail_after(self.config.compute_timeout_s):  # a hung span must not wedge the stream
+                send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
+                                                     abandon_on_cancel=True)
             self.machine.counters.frames_computed += 1
+        except trio.TooSlowError:
+            return await self._report(c, "compute-failed", f"span [{a.start}, {a.stop}) took over {self.config.compute_timeout_s}s")
         except P2PInferError as exc:
-            log.warning("circuit %s seq %d: compute failed: %s", c.circuit_id.hex()[:8], c.seq, exc)
-            action = self.machine.compute_failed(c.circuit_id, c.seq, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
-            if isinstance(action, hopm.Send):
-                await self._send_best_effort(action)
-            return
+            return await self._report(c, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
         try:
             await self._send(send)
             self.machine.counters.frames_forwarded += 1
         except (NetworkError, WireError) as exc:  # WireError: output over the frame limit
-            log.warning("circuit %s: cannot forward to %s: %s", c.circuit_id.hex()[:8], send.peer_id, exc)
             reason = "next-hop-unreachable" if isinstance(exc, NetworkError) else "internal"
-            action = self.machine.compute_failed(c.circuit_id, c.seq, reason, str(exc))
-            if isinstance(action, hopm.Send):
-                await self._send_best_effort(action)
+            await self._report(c, reason, f"cannot forward to {send.peer_id}: {exc}")
+
+    async def _report(self, c: hopm.Compute, reason: str, message: str) -> None:
+        """Log a failed input and tell the requester directly (best effort, bounded)."""
+        log.warning("circuit %s seq %d: %s: %s", c.circuit_id.hex()[:8], c.seq, reason, message)
+        action = self.machine.compute_failed(c.circuit_id, c.seq, reason, message)
+        if isinstance(action, hopm.Send):
+            await self._send_best_effort(action)
 
     async def _close_circuit(self, send: hopm.Send) -> None:
         """Pass the requester's CloseNotice on (after every earlier frame), then free the circuit."""
