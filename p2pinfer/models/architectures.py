@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 LayerDef = tuple[str, dict[str, Any]]
+ZOO_NAMES = ("minilm", "resnet50", "vgg16", "mobilenetv2", "mlp")  # reserved: imports may not take them
 IMAGE_INPUT = (1, 3, 224, 224)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from p2pinfer.errors import ModelError
 
+from .architectures import ZOO_NAMES
 from .builder import build_manifest
 from .layers import RegistryLayer, get_kind, param_specs
 from .manifest import Manifest, TensorSpec
@@ -93,9 +94,17 @@ class _Checkpoint:
         return out
 
 
-def import_bert_dir(directory: Path | str, *, store: ModelStore, name: str | None = None, seq_len: int | None = None) -> Manifest:
+def _check_name(name: str, zoo_build: bool) -> str:
+    if name in ZOO_NAMES and not zoo_build:
+        raise ModelError(f"model name {name!r} is reserved for the zoo; choose another with --name")
+    return name
+
+
+def import_bert_dir(directory: Path | str, *, store: ModelStore, name: str | None = None, seq_len: int | None = None,
+                    zoo_build: bool = False) -> Manifest:
     """Import a local HF BERT-family checkpoint dir (config.json, model.safetensors, tokenizer.json)."""
     directory = Path(directory)
+    name = _check_name(name or _default_name(directory), zoo_build)
     for required in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (directory / required).is_file():
             raise ModelError(f"{directory} is not a BERT checkpoint directory: {required} is missing")
@@ -117,7 +126,7 @@ def import_bert_dir(directory: Path | str, *, store: ModelStore, name: str | Non
         return ckpt.module(_LAYER, f"encoder.layer.{i - 1}.", names) if kind == "bert_layer" else {}
 
     inputs = (TensorSpec("input_ids", "int64", (1, seq)), TensorSpec("attention_mask", "int64", (1, seq)))
-    return build_manifest(name=name or _default_name(directory), layers=layers, inputs=inputs, weights=weights, store=store,
+    return build_manifest(name=name, layers=layers, inputs=inputs, weights=weights, store=store,
                           preprocess="text", tokenizer_hash=store.add_blob(tokenizer))
 
 
@@ -149,6 +158,7 @@ def manifest_from_sequential(
     tokenizer_hash: str | None = None,
 ) -> Manifest:
     """Turn a Sequential of registry layer modules (with their current weights) into a stored manifest."""
+    _check_name(name, False)
     if not isinstance(model, nn.Sequential) or len(model) == 0:
         raise ModelError("expected a non-empty torch.nn.Sequential of registry layers")
     for i, module in enumerate(model):

@@ -42,12 +42,15 @@ def _seeded_model(name: str, layers: list[arch.LayerDef], shape: tuple[int, ...]
 
 
 _BUILDERS: dict[str, Callable[[ModelStore], Manifest]] = {
-    "minilm": lambda store: import_bert_dir(minilm_dir(), store=store, name="minilm"),
+    "minilm": lambda store: import_bert_dir(minilm_dir(), store=store, name="minilm", zoo_build=True),
     "resnet50": _seeded_model("resnet50", arch.resnet50(), arch.IMAGE_INPUT, "image"),
     "vgg16": _seeded_model("vgg16", arch.vgg16(), arch.IMAGE_INPUT, "image"),
     "mobilenetv2": _seeded_model("mobilenetv2", arch.mobilenetv2(), arch.IMAGE_INPUT, "image"),
     "mlp": _seeded_model("mlp", arch.mlp(), arch.MLP_INPUT, "tensor"),
 }
+
+
+assert tuple(_BUILDERS) == arch.ZOO_NAMES
 
 
 def names() -> list[str]:

@@ -85,11 +85,8 @@ def test_errors_are_one_line_with_exit_2(argv: list[str], message: str, capsys: 
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_real_process_exit_code_and_json(tmp_path: Path, zoo_store: ModelStore) -> None:
-    np.save(tmp_path / "x.npy", np.zeros(64, np.float32))
-    base = [sys.executable, "-m", "p2pinfer", "run", "mlp", "--local", "--json", "--data-dir", str(zoo_store.root)]
-    ok = subprocess.run(base + ["--input", str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["output"]["shape"] == [1, 10]
-    bad = subprocess.run(base + ["--input", str(tmp_path / "missing.npy")], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stdout == "" and "is not a readable file" in bad.stderr
+def test_real_process_exit_code(tmp_path: Path, zoo_store: ModelStore) -> None:
+    argv = [sys.executable, "-m", "p2pinfer", "run", "mlp", "--local", "--json", "--data-dir", str(zoo_store.root),
+            "--input", str(tmp_path / "missing.npy")]
+    bad = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.strip().endswith("is not a readable file")

@@ -94,8 +94,10 @@ def test_tiny_bert_checkpoint_imports_and_matches_a_reference(prefix: str, tmp_p
 
 
 def test_minilm_dir_imports_to_the_zoo_model(store: ModelStore, zoo_store: ModelStore) -> None:
-    imported = import_bert_dir(zoo.minilm_dir(), store=store, name="minilm")
+    imported = import_bert_dir(zoo.minilm_dir(), store=store, name="minilm", zoo_build=True)
     assert imported.model_id == zoo.get_manifest("minilm", store=zoo_store).model_id
+    with pytest.raises(ModelError, match="reserved for the zoo"):
+        import_bert_dir(zoo.minilm_dir(), store=store, name="resnet50")
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import cbor2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from p2pinfer.errors import ModelError
@@ -126,3 +128,20 @@ def test_oversized_layer_and_bad_constructor_values() -> None:
     with pytest.raises(ModelError, match="exactly one output"):
         Manifest("m", (LayerSpec("max_pool", dict(kernel=2, stride=2, padding=0), None),),
                  (TensorSpec("x", "float32", (1, 3, 8, 8)),), ())
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_mutated_bytes_never_crash_the_decoder(data: st.DataObject, zoo_store: ModelStore) -> None:
+    good = zoo.get_manifest("mlp", store=zoo_store).to_cbor()
+    pos = data.draw(st.integers(0, len(good) - 1))
+    mutated = data.draw(st.sampled_from([
+        good[:pos],
+        good[:pos] + bytes([data.draw(st.integers(0, 255))]) + good[pos + 1:],
+        good[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + good[pos:],
+    ]))
+    try:
+        decoded = Manifest.from_cbor(mutated)
+    except ModelError:
+        return
+    assert decoded.to_cbor() == mutated  # anything accepted is a valid, canonical manifest
