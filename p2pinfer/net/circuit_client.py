@@ -70,6 +70,8 @@ class Circuit:
         timeout = self.client.config.io_timeout_s
         async with self._lock:
             seq, data = self.machine.input_frame(act)
+            if self.client.send_delay is not None:
+                await trio.sleep(self.client.send_delay(len(data)))
             if self._stream is None:
                 self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL, timeout=timeout, addrs=first.addrs)
             await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=timeout)
@@ -128,10 +130,12 @@ class CircuitClient:
     """Requester side. Start `run` in a nursery (it serves the result protocol) before use."""
 
     def __init__(self, host: IHost, identity: Identity, *, config: ClientConfig = ClientConfig(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 send_delay: Callable[[int], float] | None = None, clock: Callable[[], float] = time.time) -> None:
+        """`send_delay(nbytes)` -> seconds to hold each input frame (emulated uplink; None = none)."""
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the requester identity's key")
         self.host, self.identity, self.config, self.clock = host, identity, config, clock
+        self.send_delay = send_delay
         self._circuits: dict[bytes, Circuit] = {}
         self.rejected_frames = 0
 

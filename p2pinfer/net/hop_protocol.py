@@ -88,12 +88,15 @@ class HopService:
     `executor_fn(manifest, start, stop, tensors) -> tensors` runs a span (SpanExecutor.run);
     `store` holds manifests and weight blobs (missing ones are fetched from the requester, then
     from the peers `weight_sources(hash)` names); `on_weights(hashes)` is told which blobs a
-    newly accepted span made us hold (the node advertises them). `clock` returns Unix seconds.
+    newly accepted span made us hold (the node advertises them). `send_delay(nbytes)` -> seconds
+    to hold each outgoing frame (emulates a slow uplink in the embedded swarm; None = none).
+    `clock` returns Unix seconds.
     """
 
     def __init__(self, host: IHost, identity: Identity, executor_fn: ExecutorFn, store: ModelStore, *,
                  config: HopConfig = HopConfig(), weight_sources: Callable[[str], list[str]] | None = None,
                  on_weights: Callable[[Sequence[str]], None] | None = None,
+                 send_delay: Callable[[int], float] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the node identity's key")
@@ -103,6 +106,7 @@ class HopService:
         self.fetcher = WeightFetcher(host, store, config=config.weights)
         self._weight_sources = weight_sources or (lambda _hash: [])
         self._on_weights = on_weights or (lambda _hashes: None)
+        self._send_delay = send_delay
         self._limiter = trio.CapacityLimiter(config.compute_threads)
         self._manifests: dict[bytes, Manifest] = {}
         self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
@@ -263,6 +267,8 @@ class HopService:
         """Write on this circuit's outbound stream, opening it on first use; one writer at a time."""
         lock, holder = self._out.setdefault(send.circuit_id, (trio.Lock(), []))
         protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
+        if self._send_delay is not None:
+            await trio.sleep(self._send_delay(len(send.data)))
         async with lock:
             for attempt in (1, 2):  # a stale stream (peer restarted it, connection dropped) is reopened once
                 if not holder:
@@ -303,8 +309,9 @@ class HopNodeService:
     MAX_ADVERTISED = 512  # capability records carry at most 512 weight hashes
 
     def __init__(self, executor_fn: ExecutorFn, store: ModelStore, *, config: HopConfig = HopConfig(),
-                 serve_weights: bool = True) -> None:
+                 serve_weights: bool = True, send_delay: Callable[[int], float] | None = None) -> None:
         self.executor_fn, self.store, self.config, self.serve_weights = executor_fn, store, config, serve_weights
+        self.send_delay = send_delay
         self.hop: HopService | None = None
         self._held: list[str] = []
 
@@ -319,7 +326,7 @@ class HopNodeService:
                 node.update_held(weights=self._held)
 
         self.hop = HopService(node.host, node.identity, self.executor_fn, self.store, config=self.config,
-                              weight_sources=holders, on_weights=advertise)
+                              weight_sources=holders, on_weights=advertise, send_delay=self.send_delay)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hop.run)
             if self.serve_weights:

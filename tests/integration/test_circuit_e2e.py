@@ -82,3 +82,17 @@ async def test_next_hop_that_stops_serving_fails_the_circuit_with_a_clear_error(
         with trio.fail_after(30), pytest.raises(CircuitError, match="next-hop-unreachable"):
             await circuit.infer({"x": np.zeros((1, 64), np.float32)}, timeout=25)
         assert s.hops[0].hop.counters.compute_failed == 1
+
+
+async def test_emulated_uplinks_delay_each_frame_by_its_size(tmp_path):
+    async with swarm(tmp_path, 1) as s:
+        manifest = zoo.get_manifest("mlp", store=s.requester.store)
+        hop = s.hops[0]
+        seen: list[int] = []
+        hop.hop._send_delay = lambda n: seen.append(n) or 0.2  # 0.2 s per frame on the hop's uplink
+        s.client.send_delay = lambda n: seen.append(n) or 0.1
+        spec = HopSpec(hop.peer_id, hop.addrs, 0, 4, tuple(span_hashes(manifest, 0, 4)))
+        circuit = await s.client.open_circuit(model_id=manifest.model_id, hops=[spec])
+        t0 = trio.current_time()
+        await circuit.infer({"x": np.zeros((1, 64), np.float32)}, timeout=10)
+        assert trio.current_time() - t0 >= 0.3 and len(seen) == 2 and seen[0] > 256  # input frame, result frame
