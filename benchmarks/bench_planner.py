@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from p2pinfer.core.baselines import baseline_plans
 from p2pinfer.core.costs import build_costs
 from p2pinfer.core.plan import Plan, PlannerOptions
-from p2pinfer.core.planner import plan_with_costs
+from p2pinfer.core.planner import check_feasible, plan_with_costs
 from p2pinfer.core.profile import LayerProfile, ModelProfile
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
+from p2pinfer.errors import InfeasiblePlanError
 
 try:
     from benchmarks._report import machine_line, write_section
@@ -75,6 +76,23 @@ def random_snapshot(rng: random.Random, num_peers: int, model_bytes: int) -> Swa
     return SwarmSnapshot(RequesterSpec(rng.uniform(20, 500), rng.uniform(50, 1000), rng.uniform(5, 40)), tuple(peers))
 
 
+def instances_of(L: int, P: int, count: int, seed: int):
+    """`count` feasible random instances (infeasible draws are skipped), deterministic in seed."""
+    found, k = [], 0
+    while len(found) < count:
+        rng = random.Random(seed * 1000 + k)
+        k += 1
+        profile = random_profile(rng, L)
+        snap = random_snapshot(rng, P, profile.total_param_bytes)
+        try:
+            check_feasible(build_costs(profile, snap, PlannerOptions()), snap, PlannerOptions())
+            plan_with_costs(build_costs(profile, snap, PlannerOptions()), snap, "latency", PlannerOptions())
+        except InfeasiblePlanError:
+            continue
+        found.append((profile, snap))
+    return found
+
+
 @dataclass
 class Row:
     layers: int
@@ -89,10 +107,7 @@ class Row:
 
 def time_case(L: int, P: int, objective: str, instances: int, reps: int, seed: int) -> Row:
     times, optimal, gaps = [], 0, []
-    for k in range(instances):
-        rng = random.Random(seed * 1000 + k)
-        profile = random_profile(rng, L)
-        snap = random_snapshot(rng, P, profile.total_param_bytes)
+    for profile, snap in instances_of(L, P, instances, seed):
         opts = PlannerOptions()
         best: Plan | None = None
         for _ in range(reps):
@@ -107,10 +122,7 @@ def time_case(L: int, P: int, objective: str, instances: int, reps: int, seed: i
 def quality(L: int, P: int, objective: str, instances: int, seed: int) -> dict[str, list[float]]:
     """Per baseline: its objective value divided by the planner's (1.0 = as good)."""
     ratios: dict[str, list[float]] = {}
-    for k in range(instances):
-        rng = random.Random(seed * 7919 + k)
-        profile = random_profile(rng, L)
-        snap = random_snapshot(rng, P, profile.total_param_bytes)
+    for profile, snap in instances_of(L, P, instances, seed):
         opts = PlannerOptions()
         cm = build_costs(profile, snap, opts)
         best = plan_with_costs(cm, snap, objective, opts)
