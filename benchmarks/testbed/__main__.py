@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 
-from .errors import TestbedError, TestbedUnavailable
+from p2pinfer.errors import P2PInferError
+
+from .errors import TestbedUnavailable
 from .preflight import check_environment
 from .profile import REQUESTER, load_cluster
 from .resources import cleanup_runs
@@ -30,10 +32,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     c = load_cluster(args.cluster)
-    print(json.dumps({"cluster": c.name, "subnet": str(c.subnet), "cpu_period_us": c.cpu_period_us,
+    print(json.dumps({"cluster": c.name, "subnet": str(c.subnet), "cpu_period_us": c.cpu_period_us, "min_slice_us": c.min_slice_us,
                       "queue_ms": c.queue_ms, "node_cpu_total": round(c.node_cpu_total(), 3),
                       "members": [{"name": m.name, "ip": m.ip, "class": m.device.name, "cpu": m.device.cpu,
-                                   "quota_us": c.quota_us(m.device), **m.device.node_config_fields()}
+                                   "period_us": c.period_us(m.device), "quota_us": c.quota_us(m.device), **m.device.node_config_fields()}
                                   for m in c.members]}, indent=2))
     return 0
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except TestbedUnavailable as e:
         print(f"p2pinfer testbed: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except TestbedError as e:
+    except P2PInferError as e:  # TestbedError, TestbedConfigError: one line, exit 2
         print(f"p2pinfer testbed: error: {e}", file=sys.stderr)
         return 2
     except (TestbedInterrupted, KeyboardInterrupt) as e:

@@ -14,25 +14,27 @@ What it cannot (no netem here): `latency_ms`, which the node's own shaper must a
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import TestbedConfigError
+from .errors import TestbedConfigError, TestbedError
 
 REQUESTER = "requester"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 DEFAULT_SUBNET = "10.231.0.0/24"
 DEFAULT_PERIOD_US = 20_000
 DEFAULT_QUEUE_MS = 20.0
-MIN_QUOTA_US = 1_000  # the kernel refuses smaller cfs quotas
+DEFAULT_MIN_SLICE_US = 5_000
+MAX_PERIOD_US = 1_000_000  # the kernel's largest cfs period
 
 _CLASS_KEYS = {"description": str, "cpu": float, "up_mbps": float, "down_mbps": float,
                "latency_ms": float, "mem_mb": int}
 _CLUSTER_KEYS = {"name": str, "description": str, "include": list, "subnet": str,
-                 "cpu_period_us": int, "queue_ms": float, "classes": dict,
+                 "cpu_period_us": int, "min_slice_us": int, "queue_ms": float, "classes": dict,
                  "requester": dict, "nodes": list}
 
 
@@ -77,6 +79,7 @@ class Cluster:
     source: Path
     subnet: ipaddress.IPv4Network
     cpu_period_us: int
+    min_slice_us: int
     queue_ms: float
     requester: Member
     nodes: tuple[Member, ...]
@@ -89,11 +92,21 @@ class Cluster:
         for m in self.members:
             if m.name == name:
                 return m
-        raise KeyError(f"no node named {name!r} in cluster {self.name!r} (have: {', '.join(m.name for m in self.members)})")
+        raise TestbedError(f"no member named {name!r} in cluster {self.name!r} (have: {', '.join(m.name for m in self.members)})")
+
+    def period_us(self, device: DeviceClass) -> int:
+        """The cfs period for a class: cpu_period_us, stretched so each slice is >= min_slice_us.
+
+        Measured here: a 0.1-core group in 2 ms slices got 77.6 GFLOP per CPU-second against
+        90.6 uncapped (cache refill after every throttle); 5 ms slices 84.8, 10 ms 88.3.
+        """
+        if device.cpu is None:
+            return self.cpu_period_us
+        return max(self.cpu_period_us, math.ceil(self.min_slice_us / device.cpu))
 
     def quota_us(self, device: DeviceClass) -> int | None:
         """The cfs quota for a class, or None when it runs unlimited."""
-        return None if device.cpu is None else round(device.cpu * self.cpu_period_us)
+        return None if device.cpu is None else round(device.cpu * self.period_us(device))
 
     def node_cpu_total(self) -> float:
         return sum(m.device.cpu or 0.0 for m in self.nodes)
@@ -225,14 +238,18 @@ def load_cluster(path: str | Path) -> Cluster:
     req_class = _lookup(path, "requester.", req.get("class"), classes)
     net = _subnet(path, data.get("subnet", DEFAULT_SUBNET), len(nodes) + 1)
     period = data.get("cpu_period_us", DEFAULT_PERIOD_US)
-    if not 1_000 <= period <= 1_000_000:
-        raise TestbedConfigError(f"{path}: key 'cpu_period_us' must be in 1000..1000000, got {period}")
+    if not 1_000 <= period <= MAX_PERIOD_US:
+        raise TestbedConfigError(f"{path}: key 'cpu_period_us' must be in 1000..{MAX_PERIOD_US}, got {period}")
+    min_slice = data.get("min_slice_us", DEFAULT_MIN_SLICE_US)
+    if not 1_000 <= min_slice <= period:
+        raise TestbedConfigError(f"{path}: key 'min_slice_us' must be in 1000..cpu_period_us ({period}), got {min_slice}")
     for _, dev in [*nodes, (REQUESTER, req_class)]:
-        if dev.cpu is not None and dev.cpu * period < MIN_QUOTA_US:
-            raise TestbedConfigError(f"{path}: class {dev.name!r}: cpu {dev.cpu} x cpu_period_us {period} is below the kernel minimum quota of {MIN_QUOTA_US} us; raise cpu_period_us")
+        if dev.cpu is not None and min_slice / dev.cpu > MAX_PERIOD_US:
+            raise TestbedConfigError(f"{path}: class {dev.name!r}: cpu {dev.cpu} is too small: {min_slice} us slices would need a cfs period over {MAX_PERIOD_US} us")
     hosts = list(net.hosts())
     return Cluster(
         name=data.get("name", path.stem), source=path, subnet=net, cpu_period_us=period,
+        min_slice_us=min_slice,
         queue_ms=float(_positive(path, "", "queue_ms", data.get("queue_ms", DEFAULT_QUEUE_MS))),
         requester=Member(REQUESTER, req_class, str(hosts[1])),
         nodes=tuple(Member(n, d, str(hosts[10 + i])) for i, (n, d) in enumerate(nodes)))

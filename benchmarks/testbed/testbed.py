@@ -12,6 +12,7 @@ a SIGKILLed owner leaves objects that `python -m benchmarks.testbed cleanup` rem
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -90,7 +91,7 @@ class Testbed:
         network.create_bridge(env.ip, self.rid)
         for index, member in enumerate(self.cluster.members):
             network.add_member(env.ip, env.tc, self.rid, index, member, self.cluster)
-            cgroups.create_group(env.cpu_root, self.rid, member.name, period_us=self.cluster.cpu_period_us,
+            cgroups.create_group(env.cpu_root, self.rid, member.name, period_us=self.cluster.period_us(member.device),
                                  quota_us=self.cluster.quota_us(member.device))
         self._up = True
 
@@ -178,6 +179,20 @@ class Testbed:
     def log_paths(self, name: str) -> tuple[Path, Path]:
         """(stdout, stderr) log files of a member's spawned processes (appended across spawns)."""
         return self.log_dir / f"{name}.stdout.log", self.log_dir / f"{name}.stderr.log"
+
+    def data_dir(self, name: str) -> Path:
+        """A fresh-per-run directory for a member's state (e.g. `p2pinfer node start --data-dir`)."""
+        self.cluster.member(name)
+        path = self.log_dir / "data" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def thread_env(self, name: str) -> dict[str, str]:
+        """Thread-count variables matching the member's quota (torch/BLAS default to every host
+        core, and on a 0.2-core node two threads only contend for the same quota)."""
+        cpu = self.device(name).cpu
+        n = str(max(1, math.ceil(cpu)) if cpu is not None else os.cpu_count() or 1)
+        return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
     def describe(self) -> dict[str, object]:
         """JSON-able description: run id, logs, and per member its ns, ip, cgroup and caps."""

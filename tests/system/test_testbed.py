@@ -93,7 +93,7 @@ def test_every_profile_file_loads_and_fits_this_host():
     ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\nupmbps=3\n", "unknown key classes.x.'upmbps'"),
     ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu='fast'\n", "classes.x.'cpu' must be float"),
     ("[requester]\nclass='x'\n[[nodes]]\nclass='y'\n[classes.x]\ncpu=0.2\n", "'class' = 'y' is not a known class"),
-    ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.01\n", "below the kernel minimum quota"),
+    ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.001\n", "would need a cfs period over"),
     ("subnet='8.8.8.0/24'\n[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\n", "not a private range"),
     ("[requester]\nclass='x'\n[[nodes]]\nname='a'\nclass='x'\n[[nodes]]\nname='a'\nclass='x'\n[classes.x]\ncpu=0.2\n", "used twice"),
     ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\ndown_mbps=-5\n", "'down_mbps' must be > 0"),
@@ -148,7 +148,7 @@ def test_bandwidth_caps_are_enforced_both_ways(tb):
 def test_cpu_quota_is_enforced_on_the_node(tb):
     if isinstance(tb, TestbedUnavailable):
         return _assert_fallback_reported(tb)
-    assert read_limits(tb.cgroup("slow")) == (20_000, 4_000)
+    assert read_limits(tb.cgroup("slow")) == (25_000, 5_000)  # 0.2 core in slices of min_slice_us
     base = cpu_probe_uncapped(1.5)
     capped, throttled = cpu_probe_capped(tb, "slow", seconds=1.5)
     check = cpu_check("slow", 0.2, capped, throttled, base, 0.15)
@@ -176,6 +176,33 @@ def test_spawned_process_and_all_its_threads_live_in_the_node_namespace_and_cgro
              "except OSError as e:\n print(e.errno)")
     out = tb.exec("mid", [sys.executable, "-c", probe], timeout=30, check=True)
     assert out.stdout.strip() == "101"  # ENETUNREACH: no route out of the testbed, no packet sent
+
+
+ECHO = ("import socket, sys; srv = socket.create_server((sys.argv[1], 4001)); srv.settimeout(60); "
+        "print(f'listening on /ip4/{sys.argv[1]}/tcp/4001', file=sys.stderr, flush=True)\n"
+        "while True:\n c, _ = srv.accept(); c.sendall(sys.argv[2].encode()); c.close()")
+DIAL = ("import socket, sys; print(' '.join(socket.create_connection((h, 4001), timeout=10).recv(64).decode() "
+        "for h in sys.argv[1:]))")
+
+
+def test_members_reach_each_other_on_their_own_addresses(tb):
+    """The lead's flow: a server per node on tb.ip(node), found via its log, dialled from the requester and a node."""
+    if isinstance(tb, TestbedUnavailable):
+        return _assert_fallback_reported(tb)
+    start = {n: tb.log_paths(n)[1].stat().st_size if tb.log_paths(n)[1].exists() else 0 for n in tb.nodes}
+    procs = {n: tb.spawn(n, [sys.executable, "-c", ECHO, tb.ip(n), n]) for n in tb.nodes}
+    try:
+        for n in tb.nodes:
+            m = tb.wait_for_log(n, r"listening on (\S+)", timeout=30, start=start[n], proc=procs[n])
+            assert m.group(1) == tb.multiaddr(n, 4001) == f"/ip4/{tb.ip(n)}/tcp/4001"
+        out = tb.requester_exec([sys.executable, "-c", DIAL, *(tb.ip(n) for n in tb.nodes)], timeout=30, check=True)
+        assert out.stdout.split() == list(tb.nodes)
+        out = tb.exec("slow", [sys.executable, "-c", DIAL, tb.ip("mid")], timeout=30, check=True)
+        assert out.stdout.split() == ["mid"]
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait(timeout=10)
 
 
 def test_teardown_removes_every_object_and_process():
