@@ -84,13 +84,16 @@ class Circuit:
             with trio.fail_after(timeout):
                 item = await self._results_out.receive()
         except trio.TooSlowError:
-            self.machine.fail(NetworkError(f"no result within {timeout}s on circuit {self.circuit_id.hex()[:8]}"))
-            raise self.machine.error from None  # type: ignore[misc]
+            error = NetworkError(f"no result within {timeout}s on circuit {self.circuit_id.hex()[:8]} "
+                                 f"(hops: {', '.join(h.peer_id for h in self.machine.hops)})")
+            self.machine.fail(error)
+            raise error from None
         if isinstance(item, P2PInferError):
             raise item
         return item
 
     async def infer(self, act: Activation, *, timeout: float | None = None) -> Result:
+        """Send one input and wait for its result (one at a time; use send/receive to stream)."""
         seq = await self.send(act)
         while True:
             result = await self.receive(timeout=timeout)
@@ -106,7 +109,11 @@ class Circuit:
         try:
             async with self._lock:
                 data = self.machine.close_frame()
-                if data is not None and self._stream is not None:
+                if data is not None:
+                    if self._stream is None:
+                        first = self.machine.hops[0]
+                        self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL,
+                                                         timeout=self.client.config.io_timeout_s, addrs=first.addrs)
                     await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=self.client.config.io_timeout_s)
                     with trio.move_on_after(self.client.config.close_timeout_s):
                         await self.closed.wait()
