@@ -31,7 +31,9 @@ from typing import Any, Callable, Protocol, Sequence
 import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 from p2pinfer.core.records import CapabilityRecord
 from p2pinfer.crypto.identity import Identity
@@ -105,6 +107,7 @@ class Node:
         self._republish_now = trio.Event()
         self._started = False
         self._stack: AsyncExitStack | None = None
+        self._scope = trio.CancelScope()
 
     # ---- what other parts read ----------------------------------------------------------------
 
@@ -193,6 +196,14 @@ class Node:
         self.advertiser = Advertiser(
             self.identity, capability, ttl_s=self.settings.record_ttl_s, swarm=self.settings.swarm
         )
+        with self._scope:
+            await self._run_started(listen, seeds, task_status)
+
+    def stop(self) -> None:
+        """Ask a running node to shut down; `run` then returns (and `async with` exits cleanly)."""
+        self._scope.cancel()
+
+    async def _run_started(self, listen: list[Multiaddr], seeds: list[PeerInfo], task_status: Any) -> None:
         async with self.host.run(listen_addrs=listen), background_trio_service(self.dht):
             await stop_auto_connector(self.host)
             self.discovery.serve()
@@ -229,7 +240,13 @@ class Node:
             logger.exception("DHT publish failed")
 
     async def _republish_loop(self) -> None:
-        """Publish now, then every republish_s or as soon as load/holdings change."""
+        """Publish now, then every republish_s or as soon as load/holdings change.
+
+        A node that knows no peer yet (the first of a swarm) waits for its first peer before
+        the first DHT publish: a put into an empty routing table stores nothing remotely."""
+        if not self.peers():
+            with trio.move_on_after(self.settings.republish_s):
+                await self.discovery.wait_changed()
         await self._publish_dht()
         while True:
             with trio.move_on_after(self.settings.republish_s):

@@ -32,7 +32,7 @@ from p2pinfer.core.records import CapabilityRecord
 from p2pinfer.errors import NetworkError, RecordError, WireError
 from p2pinfer.net import dht as dhtlib
 from p2pinfer.net.host import connect, remember_addrs
-from p2pinfer.net.record_cache import NEW, UPDATED, RecordCache
+from p2pinfer.net.record_cache import NEW, STALE, UPDATED, RecordCache
 from p2pinfer.net.record_exchange import MAX_RECORDS_PER_RESPONSE, fetch_records, serve_records
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,9 @@ class Discovery:
                 self.rejections[exc.reason] += 1
                 logger.warning("rejected a record from %s: %s (%s)", via, exc.reason, exc)
                 continue
+            if outcome == STALE:
+                self.rejections["stale-seq"] += 1
+                logger.info("ignored a stale record of %s from %s (stale-seq)", record.peer_id, via)
             if outcome in (NEW, UPDATED) and record.peer_id != self._self_id:
                 remember_addrs(self.host, ID.from_base58(record.peer_id), record.addrs)
                 fresh.append(record)

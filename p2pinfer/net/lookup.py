@@ -2,8 +2,9 @@
 
 An ephemeral host with a throwaway key dials the bootstrap peers, pulls their verified record
 caches over the record exchange, widens to a few more peers, and (optionally) asks the DHT in
-client mode for providers of the swarm key it has not heard of. It serves nothing and publishes
-nothing. Everything returned passed `records.decode_verified` on this machine.
+client mode (concurrently) for providers of the swarm key it has not heard of; once the crawl
+settles the DHT gets DHT_GRACE_S more, so a slow DHT never holds a warm answer hostage. It
+serves nothing and publishes nothing. Everything returned passed `records.decode_verified` on this machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from p2pinfer.net.record_validator import P2PInferValidator
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+DHT_GRACE_S = 0.5  # after the exchange crawl settles, how long the DHT lookup may still add records
 
 
 async def discover(
@@ -58,11 +60,15 @@ async def discover(
     )
     async with host.run(listen_addrs=[]):
         await stop_auto_connector(host)
-        answered = await discovery.crawl(seeds, timeout=max(0.0, deadline - time.monotonic()))
-        if answered == 0:
-            raise NetworkError(f"no bootstrap peer answered within {timeout:g}s: {', '.join(bootstrap)}")
-        if dht is not None and deadline - time.monotonic() > 0.2:
-            await _dht_complement(discovery, dht, seeds, deadline)
+        async with trio.open_nursery() as nursery:
+            if dht is not None:
+                nursery.start_soon(_dht_complement, discovery, dht, seeds, deadline)
+            answered = await discovery.crawl(seeds, timeout=max(0.0, deadline - time.monotonic()))
+            if answered == 0:
+                raise NetworkError(f"no bootstrap peer answered within {timeout:g}s: {', '.join(bootstrap)}")
+            # the DHT only complements the exchange: give it a short grace, not the whole timeout
+            grace = min(DHT_GRACE_S, max(0.0, deadline - time.monotonic()))
+            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + grace)
         return discovery.records()
 
 
