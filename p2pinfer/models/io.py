@@ -83,7 +83,8 @@ def load_npy(path: Path, spec: TensorSpec) -> torch.Tensor:
     if tuple(arr.shape) == spec.shape[1:]:
         arr = arr[None]
     if tuple(arr.shape[1:]) != spec.shape[1:]:
-        raise InputError(f"{path.name!r} has shape {list(arr.shape)}, expected {list(spec.shape[1:])} or [B, {', '.join(map(str, spec.shape[1:]))}]")
+        dims = ", ".join(map(str, spec.shape[1:]))
+        raise InputError(f"{path.name!r} has shape {list(arr.shape)}, expected [{dims}] or [B, {dims}]")
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -103,7 +104,10 @@ def load_image(path: Path, spec: TensorSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)[None]))
 
 
-def sample_input(manifest: Manifest, store: ModelStore, *, text: str = "Peer-to-peer inference splits a neural network across many small devices!") -> Activations:
+SAMPLE_TEXT = "Peer-to-peer inference splits a neural network across many small devices!"
+
+
+def sample_input(manifest: Manifest, store: ModelStore, *, text: str = SAMPLE_TEXT) -> Activations:
     """A deterministic, realistic default input for any model (tests, benchmarks, calibration)."""
     if manifest.preprocess == "text":
         return tokenize(manifest, text, store=store)

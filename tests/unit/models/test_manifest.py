@@ -145,3 +145,19 @@ def test_mutated_bytes_never_crash_the_decoder(data: st.DataObject, zoo_store: M
     except ModelError:
         return
     assert decoded.to_cbor() == mutated  # anything accepted is a valid, canonical manifest
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16", "mobilenetv2", "mlp"])
+def test_recorded_hashes_match_real_builds(name: str, zoo_store: ModelStore) -> None:
+    """zoo_hashes.py (used for weight-free manifests) must equal what building the weights gives."""
+    assert zoo.seeded_manifest(name) == zoo.get_manifest(name, store=zoo_store)
+
+
+def test_manifest_without_weights_is_enough_to_plan(store: ModelStore) -> None:
+    from p2pinfer.models import profiling
+
+    manifest = zoo.get_manifest("vgg16", store=store, weights=False)
+    assert manifest.model_id == GOLDEN_IDS["vgg16"] and not any(store.has_blob(h) for h in manifest.weight_hashes())
+    assert profiling.profile(manifest, store).total_flops > 30e9
+    small = zoo.get_manifest("mlp", store=store, weights=False)
+    assert zoo.get_manifest("mlp", store=store) == small and all(store.has_blob(h) for h in small.weight_hashes())
