@@ -20,7 +20,7 @@ from .importers import import_bert_dir
 from .manifest import LayerSpec, Manifest, TensorSpec, is_hash
 from .shapes import propagate
 from .store import ModelStore
-from .weights import seeded
+from .weights import encode, seeded
 from .zoo_hashes import SEEDED_WEIGHT_HASHES
 
 ZOO_VERSION = 1
@@ -111,6 +111,24 @@ def get_manifest(name_or_id: str, *, store: ModelStore, weights: bool = True) ->
     imported = sorted(set(store.names()) - {_cache_key(n) for n in _BUILDERS} - set(_BUILDERS))
     known = ", ".join(names() + [n for n in imported if not n.startswith("zoo-v")])
     raise UnknownModelError(f"unknown model {name_or_id!r}; known models: {known}")
+
+
+def regenerate_blobs(manifest: Manifest, store: ModelStore, hashes: list[str] | None = None) -> list[str]:
+    """Recreate missing weight blobs of a seeded zoo model locally (instead of fetching them).
+
+    Only for manifests identical to a seeded zoo model; each blob is verified against its hash
+    by `put_blob`. Returns the hashes it stored (empty for any other model).
+    """
+    if manifest.name not in _SEEDED or manifest != seeded_manifest(manifest.name):
+        return []
+    wanted = set(hashes if hashes is not None else manifest.weight_hashes())
+    made = []
+    for index, layer in enumerate(manifest.layers):
+        h = layer.weights_hash
+        if h and h in wanted and h not in made and not store.has_blob(h):
+            store.put_blob(h, encode(seeded(layer.kind, layer.config, tag=manifest.name, index=index)))
+            made.append(h)
+    return made
 
 
 def write_seeded_hashes(path: Path, store: ModelStore) -> None:

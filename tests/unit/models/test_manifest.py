@@ -161,3 +161,12 @@ def test_manifest_without_weights_is_enough_to_plan(store: ModelStore) -> None:
     assert profiling.profile(manifest, store).total_flops > 30e9
     small = zoo.get_manifest("mlp", store=store, weights=False)
     assert zoo.get_manifest("mlp", store=store) == small and all(store.has_blob(h) for h in small.weight_hashes())
+
+
+def test_missing_seeded_blobs_can_be_regenerated_locally(store: ModelStore) -> None:
+    manifest = zoo.get_manifest("mobilenetv2", store=store, weights=False)
+    wanted = [h for h in manifest.weight_hashes()][3:6]
+    assert zoo.regenerate_blobs(manifest, store, wanted) == wanted
+    assert all(store.has_blob(h) for h in wanted) and not store.has_blob(manifest.weight_hashes()[0])
+    minilm = zoo.get_manifest("minilm", store=store)
+    assert zoo.regenerate_blobs(minilm, store) == []
