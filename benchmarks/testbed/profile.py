@@ -140,7 +140,14 @@ def _positive(path: Path, where: str, key: str, value: Any, *, zero_ok: bool = F
     return value
 
 
-def _float_or_none(value: Any) -> float | None:
+MAX_MBPS = 100_000.0
+
+
+def _rate(path: Path, where: str, key: str, value: Any) -> float | None:
+    """A link cap in Mbit/s: omitted = unshaped, else in (0, MAX_MBPS]."""
+    value = _positive(path, where, key, value)
+    if value is not None and value > MAX_MBPS:
+        raise TestbedConfigError(f"{path}: key {where}{key!r} must be <= {MAX_MBPS:g} Mbit/s, got {value!r}")
     return None if value is None else float(value)
 
 
@@ -156,8 +163,8 @@ def _parse_class(path: Path, name: str, table: Any) -> DeviceClass:
     g = table.get
     return DeviceClass(
         name=name, cpu=float(_positive(path, where, "cpu", g("cpu"))),
-        up_mbps=_float_or_none(_positive(path, where, "up_mbps", g("up_mbps"))),
-        down_mbps=_float_or_none(_positive(path, where, "down_mbps", g("down_mbps"))),
+        up_mbps=_rate(path, where, "up_mbps", g("up_mbps")),
+        down_mbps=_rate(path, where, "down_mbps", g("down_mbps")),
         latency_ms=float(_positive(path, where, "latency_ms", g("latency_ms", 0.0), zero_ok=True)),
         mem_mb=_positive(path, where, "mem_mb", g("mem_mb")), description=g("description", ""))
 

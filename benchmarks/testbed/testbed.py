@@ -12,6 +12,7 @@ a SIGKILLed owner leaves objects that `python -m benchmarks.testbed cleanup` rem
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -126,7 +127,8 @@ class Testbed:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(p, signal.SIGKILL)
-                p.wait(timeout=5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)  # remove_run kills stragglers by namespace and cgroup
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.testbed import FALLBACK, Testbed, TestbedConfigError, TestbedUnavailable, load_classes, load_cluster
+from benchmarks.testbed import FALLBACK, Testbed, TestbedConfigError, TestbedError, TestbedUnavailable, load_classes, load_cluster
 from benchmarks.testbed.cgroups import read_limits, threads_outside
 from benchmarks.testbed.preflight import Environment, check_environment
 from benchmarks.testbed.resources import discover
@@ -98,6 +98,7 @@ def test_every_profile_file_loads_and_fits_this_host():
     ("[requester]\nclass='x'\n[[nodes]]\nname='a'\nclass='x'\n[[nodes]]\nname='a'\nclass='x'\n[classes.x]\ncpu=0.2\n", "used twice"),
     ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\ndown_mbps=-5\n", "'down_mbps' must be > 0"),
     ("[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\n", "missing table [requester]"),
+    ("[requester]\nclass='x'\n[[nodes]]\nclass='x'\n[classes.x]\ncpu=0.2\nup_mbps=1e9\n", "must be <= 100000 Mbit/s"),
     ("nodes = [", "not valid TOML"),
 ])
 def test_bad_cluster_files_name_the_file_the_key_and_the_problem(tmp_path, body, needle):
@@ -216,6 +217,20 @@ def test_teardown_removes_every_object_and_process():
         assert len(found.netns) == 3 and len(found.links) == 4 and found.cgroups and found.state
     assert _gone(env, rid)
     assert p.poll() is not None
+
+
+def test_a_bring_up_that_fails_half_way_leaves_nothing(tmp_path, monkeypatch):
+    env = _environment()
+    if isinstance(env, TestbedUnavailable):
+        return _assert_fallback_reported(env)
+    from benchmarks.testbed import network
+    real = network.tbf_args
+    monkeypatch.setattr(network, "tbf_args", lambda mbps, q: real(mbps, q) if mbps != 40 else ["tbf", "rate", "bogus"])
+    before = set(discover(env.ip, env.cpu_root))
+    with pytest.raises(TestbedError, match=r"tc -n p2pt-\w+-mid qdisc replace dev eth0 root tbf rate bogus.*failed"):
+        with Testbed(CI):
+            pass
+    assert set(discover(env.ip, env.cpu_root)) == before
 
 
 def test_sigterm_to_the_owner_tears_everything_down():
