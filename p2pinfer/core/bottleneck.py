@@ -111,25 +111,39 @@ class _Prober:
         return None
 
 
-def capacity_bound(cm: CostModel, lo: float, hi: float) -> float:
+def capacity_bound(cm: CostModel, lo: float, hi: float, bounds: np.ndarray | None = None) -> float:
     """Largest T in [lo, hi] proven infeasible by counting work (within 1%), else 0.0.
 
-    Each peer serves one span, so under bottleneck T it covers at most W_Y(T) FLOPs: the most
-    FLOPs of any span that fits its memory and whose stage is <= T. If the sum over all peers
-    is below the model's FLOPs, no plan has bottleneck T.
+    Each peer serves one span, so under bottleneck T it covers at most W_Y(T) FLOPs and C_Y(T)
+    layers: the most of any span that fits its memory, whose stage is <= T and whose input and
+    output transfers' bandwidth parts are <= T. If the sums over the peers that can be in a chain
+    within T (per-peer `bounds`) fall short of the model's FLOPs or layer count, no plan has
+    bottleneck T.
     """
+    L = cm.num_layers
     flops = np.concatenate([[0.0], np.cumsum([lay.flops for lay in cm.profile.layers], dtype=float)])
-    flops = flops[-(cm.num_layers + 1):] - flops[-(cm.num_layers + 1)]
+    flops = flops[-(L + 1):] - flops[-(L + 1)]
     lo_mem = _window_starts(cm, cm.stage, math.inf)  # (L+1, P)
-    b = np.arange(cm.num_layers + 1)
+    b = np.arange(L + 1)
+    send_in = cm.bits[:, None] * cm.inv_down[None, :]  # (L+1, P) receiving at boundary a
+    send_in[0] = cm.bits[0] * np.maximum(cm.src_inv_up, cm.inv_down)
+    send_out = cm.bits[:, None] * cm.inv_up[None, :]  # sending at boundary b
+    send_out[L] = cm.bits[L] * np.maximum(cm.inv_up, cm.req_inv_down)
 
     def covers(t: float) -> bool:
-        total = 0.0
+        tt, total, count = t * (1 + CAP_SLACK), 0.0, 0
         for y in range(cm.num_peers):
+            if bounds is not None and bounds[y] > tt:
+                continue
             st = cm.stage[y]
-            start = np.maximum(lo_mem[:, y], np.searchsorted(st, st - t * (1 + CAP_SLACK), side="left"))
-            total += float(np.max(flops[b] - flops[np.minimum(start, b)]))
-            if total >= flops[-1]:
+            first = np.maximum(lo_mem[:, y], np.searchsorted(st, st - tt, side="left"))
+            ok_start = np.where(send_in[:, y] <= tt, b, L + 1)
+            next_ok = np.minimum.accumulate(ok_start[::-1])[::-1]  # first allowed start >= a
+            start = next_ok[np.minimum(first, L)]
+            ok = (start < b) & (send_out[:, y] <= tt)
+            total += float(np.where(ok, flops[b] - flops[np.minimum(start, L)], 0.0).max())
+            count += int(np.where(ok, b - start, 0).max())
+            if total >= flops[-1] and count >= L:
                 return True
         return False
 
@@ -160,7 +174,7 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     for spans in incumbents():
         pr.offer(spans)
     pr.bounds = peer_bounds(cm, "max")
-    pr.infeasible = max(pr.infeasible, capacity_bound(cm, t0, pr.hi))
+    pr.infeasible = max(pr.infeasible, capacity_bound(cm, t0, pr.hi, pr.bounds))
     cands = candidate_values(cm, t0)
     if cands is not None:
         _bisect_candidates(pr, cands)
@@ -188,17 +202,21 @@ def _hi_index(pr: _Prober, cands: np.ndarray) -> int:
 
 
 def _bisect_candidates(pr: _Prober, cands: np.ndarray) -> None:
-    """Binary search over the possible bottleneck values (lo: proven or assumed infeasible)."""
+    """Binary search over the possible bottleneck values (lo: proven or assumed infeasible).
+
+    After a bisection step finds a chain, the value just below it is tried first: the fastest
+    chain within a cap is often bottleneck-optimal, and then one probe proves it.
+    """
     lo = int(np.searchsorted(cands, pr.infeasible, side="right")) - 1
     if pr.best is None and not pr.probe(float(cands[-1])):
         return
-    hi = _hi_index(pr, cands)
+    hi, just_below = _hi_index(pr, cands), True
     while hi - lo > 1 and pr.probes < _MAX_PROBES:
-        mid = (lo + hi) // 2
+        mid = hi - 1 if just_below else (lo + hi) // 2
         if pr.probe(float(cands[mid])):
-            hi = min(mid, _hi_index(pr, cands))
+            hi, just_below = min(mid, _hi_index(pr, cands)), not just_below
         else:
-            lo = mid
+            lo, just_below = mid, False
 
 
 def _bisect_reals(pr: _Prober, t0: float) -> None:

@@ -86,7 +86,11 @@ class _Pass:
         self.critical = list(critical)
         self.noncrit = self.bit == 0
         self.all_noncrit = not critical
-        self.src = [np.array([s for s in range(ns) if not s & (1 << j)]) for j in range(len(critical))]
+        # critical peer y_j starting at a moves subset s (without bit j) to s | bit j
+        src = [np.array([s for s in range(ns) if not s & (1 << j)], dtype=np.int64) for j in range(len(critical))]
+        self.crit_src = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
+        self.crit_dst = np.concatenate([s | (1 << j) for j, s in enumerate(src)]) if src else self.crit_src
+        self.crit_y = np.concatenate([np.full(len(s), y) for s, y in zip(src, critical)]) if src else self.crit_src
         self.stage_t = np.ascontiguousarray(cm.stage.T)  # (L+1, P)
         self.lo = _window_starts(cm, cm.stage, cap)
         self.lo_min = self.lo.min(axis=1)
@@ -95,6 +99,14 @@ class _Pass:
         self.u_sorted = cm.inv_up[self.order]
         self.pos = np.searchsorted(self.u_sorted, cm.inv_down, side="right")
         self.capped = bool(np.isfinite(cap))
+        # per-boundary link terms, precomputed once: (L+1, P)
+        self.bits_up = cm.bits[:, None] * cm.inv_up[None, :]
+        self.bits_down = cm.bits[:, None] * cm.inv_down[None, :]
+        self.bits_up_sorted = self.bits_up[:, self.order]
+        self.lat_sorted = cm.lat[self.order]
+        self.down_lat = self.bits_down + cm.lat[None, :]
+        self.x_bad = self.bits_up_sorted > cap  # senders whose uplink breaks the cap (sorted order)
+        self.y_bad = self.bits_down > cap
         self.IN = np.full((L + 1, ns, P), INF)
         self.V = np.full((L + 1, ns, P), INF)
         self.live = np.full((L + 1, ns, P), INF)
@@ -122,8 +134,7 @@ class _Pass:
             IN[:] = R
         else:
             IN[:, self.noncrit] = R[:, self.noncrit]
-            for j, y in enumerate(self.critical):
-                IN[self.src[j] | (1 << j), y] = R[self.src[j], y]
+            IN[self.crit_dst, self.crit_y] = R[self.crit_src, self.crit_y]
         if self.mode == "sum":
             np.subtract(IN, self.stage_t[a], out=self.live[a])
         else:
@@ -131,21 +142,20 @@ class _Pass:
 
     def _transfer(self, a: int) -> np.ndarray:
         """(ns, P): best cost of arriving at boundary a on each peer Y, from any X at boundary a."""
-        cm, V, bits = self.cm, self.V[a], self.cm.bits[a]
+        V = self.V[a]
         if self.mode == "max":
-            W = np.min(np.maximum(V, bits * cm.inv_up), axis=1)
-            return np.maximum(W[:, None], bits * cm.inv_down)
-        A = V + cm.lat
+            W = np.min(np.maximum(V, self.bits_up[a]), axis=1)
+            return np.maximum(W[:, None], self.bits_down[a])
+        As = V[:, self.order]
+        As += self.lat_sorted
         if self.capped:
-            A[:, bits * cm.inv_up > self.cap] = INF
-        As = A[:, self.order]
+            As[:, self.x_bad[a]] = INF
         np.minimum.accumulate(As, axis=1, out=self.pre[:, 1:])
-        As += bits * self.u_sorted
+        As += self.bits_up_sorted[a]
         np.minimum.accumulate(As[:, ::-1], axis=1, out=self.suf[:, -2::-1])
-        R = np.minimum(self.pre[:, self.pos] + bits * cm.inv_down, self.suf[:, self.pos])
-        R += cm.lat
+        R = np.minimum(self.pre[:, self.pos] + self.down_lat[a], self.suf[:, self.pos] + self.cm.lat)
         if self.capped:
-            R[:, bits * cm.inv_down > self.cap] = INF
+            R[:, self.y_bad[a]] = INF
         return R
 
     def _window(self, b: int) -> None:
