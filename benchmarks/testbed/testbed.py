@@ -107,14 +107,21 @@ class Testbed:
             found = resources.discover(self.env.ip, self.env.cpu_root).get(self.rid)
             if found is not None:
                 resources.remove_run(self.env.ip, found)
-            left = resources.discover(self.env.ip, self.env.cpu_root).get(self.rid)
-            if left is not None and not left.empty():
-                raise TestbedError(f"teardown left {left.names()}; run `python -m benchmarks.testbed cleanup`")
+            self._check_gone(timeout=5.0)
         finally:
+            self.procs.clear()
             self._up = False
             self.rid = ""
             self._restore_signal_handlers()
             _unblock_signals(blocked)
+
+    def _check_gone(self, *, timeout: float) -> None:
+        """Namespace destruction is asynchronous in the kernel: allow it a moment, then insist."""
+        env, deadline = self._require_env(), time.monotonic() + timeout
+        while (left := resources.discover(env.ip, env.cpu_root).get(self.rid)) is not None and not left.empty():
+            if time.monotonic() > deadline:
+                raise TestbedError(f"teardown left {left.names()}; run `python -m benchmarks.testbed cleanup`")
+            time.sleep(0.05)
 
     def _stop_processes(self) -> None:
         """SIGTERM each spawned process group, wait up to grace_s, then SIGKILL the rest."""
