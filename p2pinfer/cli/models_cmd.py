@@ -49,7 +49,7 @@ def _summary(manifest: Manifest, store: ModelStore, source: str) -> dict[str, An
 
 def _list(args: argparse.Namespace) -> int:
     store = store_for(args.data_dir)
-    rows = [_summary(zoo.get_manifest(name, store=store), store, "zoo") for name in zoo.names()]
+    rows = [_summary(zoo.get_manifest(name, store=store, weights=False), store, "zoo") for name in zoo.names()]
     for name, model_id in store.names().items():
         if name not in zoo.names() and not name.startswith("zoo-v"):
             rows.append(_summary(store.get_manifest(model_id), store, "imported"))
@@ -74,7 +74,7 @@ def show_document(manifest: Manifest, store: ModelStore) -> dict[str, Any]:
 
 def _show(args: argparse.Namespace) -> int:
     store = store_for(args.data_dir)
-    manifest = zoo.get_manifest(args.model, store=store)
+    manifest = zoo.get_manifest(args.model, store=store, weights=False)  # a profile needs no weights
     doc = show_document(manifest, store)
     if args.json:
         print(json.dumps(doc))
