@@ -167,6 +167,14 @@ class Manifest:
         return content_hash(self.to_cbor())
 
     @property
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self.inputs
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.outputs[0]
+
+    @property
     def num_layers(self) -> int:
         return len(self.layers)
 
