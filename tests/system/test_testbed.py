@@ -51,12 +51,12 @@ def _assert_fallback_reported(why: TestbedUnavailable) -> None:
 
 
 @pytest.fixture(scope="module")
-def tb() -> Testbed | TestbedUnavailable:
+def tb(tmp_path_factory) -> Testbed | TestbedUnavailable:
     env = _environment()
     if isinstance(env, TestbedUnavailable):
         yield env
         return
-    with Testbed(CI) as bed:
+    with Testbed(CI, log_dir=tmp_path_factory.mktemp("testbed-logs")) as bed:
         yield bed
 
 
@@ -64,9 +64,9 @@ def _gone(env: Environment, rid: str) -> bool:
     return rid not in discover(env.ip, env.cpu_root)
 
 
-def _start_up(extra: list[str]) -> tuple[subprocess.Popen[str], dict]:
+def _start_up(log_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[str], dict]:
     """`testbed up` as a real OS process; returns it and its description once the cluster is up."""
-    proc = subprocess.Popen([*CLI, "up", "--cluster", str(CI), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*CLI, "up", "--cluster", str(CI), "--log-dir", str(log_dir), *extra], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     line = proc.stdout.readline() if ready else ""
@@ -206,11 +206,11 @@ def test_members_reach_each_other_on_their_own_addresses(tb):
             p.wait(timeout=10)
 
 
-def test_teardown_removes_every_object_and_process():
+def test_teardown_removes_every_object_and_process(tmp_path):
     env = _environment()
     if isinstance(env, TestbedUnavailable):
         return _assert_fallback_reported(env)
-    with Testbed(CI) as bed:
+    with Testbed(CI, log_dir=tmp_path) as bed:
         rid = bed.rid
         p = bed.spawn("slow", ["sleep", "60"])
         found = discover(env.ip, env.cpu_root)[rid]
@@ -228,26 +228,26 @@ def test_a_bring_up_that_fails_half_way_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(network, "tbf_args", lambda mbps, q: real(mbps, q) if mbps != 40 else ["tbf", "rate", "bogus"])
     before = set(discover(env.ip, env.cpu_root))
     with pytest.raises(TestbedError, match=r"tc -n p2pt-\w+-mid qdisc replace dev eth0 root tbf rate bogus.*failed"):
-        with Testbed(CI):
+        with Testbed(CI, log_dir=tmp_path):
             pass
     assert set(discover(env.ip, env.cpu_root)) == before
 
 
-def test_sigterm_to_the_owner_tears_everything_down():
+def test_sigterm_to_the_owner_tears_everything_down(tmp_path):
     env = _environment()
     if isinstance(env, TestbedUnavailable):
         return _assert_fallback_reported(env)
-    proc, desc = _start_up(["--", "sleep", "60"])
+    proc, desc = _start_up(tmp_path, ["--", "sleep", "60"])
     assert not _gone(env, desc["rid"])
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 130, proc.stderr.read()
     assert _gone(env, desc["rid"])
 
 
-def test_cleanup_removes_what_a_killed_owner_left_and_keeps_live_runs(tb):
+def test_cleanup_removes_what_a_killed_owner_left_and_keeps_live_runs(tb, tmp_path):
     if isinstance(tb, TestbedUnavailable):
         return _assert_fallback_reported(tb)
-    proc, desc = _start_up(["--", "sleep", "60"])
+    proc, desc = _start_up(tmp_path, ["--", "sleep", "60"])
     sleeper_cg = Path(next(m["cgroup"] for m in desc["members"] if m["name"] == "requester"))
     wait_until(lambda: (sleeper_cg / "cgroup.procs").read_text().split(), timeout=20, what="sleep in the cgroup")
     sleeper = int((sleeper_cg / "cgroup.procs").read_text().split()[0])
