@@ -105,6 +105,7 @@ class Node:
             clock=clock,
         )
         self._republish_now = trio.Event()
+        self.dht_published = trio.Event()  # set after the first DHT publish attempt completes
         self._started = False
         self._stack: AsyncExitStack | None = None
         self._scope = trio.CancelScope()
@@ -238,6 +239,7 @@ class Node:
             await dhtlib.publish(self.dht, self.peer_id, blob, keys, timeout=self.settings.dht_timeout_s)
         except Exception:  # task boundary
             logger.exception("DHT publish failed")
+        self.dht_published.set()
 
     async def _republish_loop(self) -> None:
         """Publish now, then every republish_s or as soon as load/holdings change.

@@ -161,6 +161,9 @@ class Discovery:
         except (NetworkError, WireError) as exc:
             logger.info("pull from %s failed: %s", peer.peer_id, exc)
             return False
+        except Exception:  # task boundary: one peer's surprise must not take the node down
+            logger.exception("pull from %s failed unexpectedly", peer.peer_id)
+            return False
 
     async def pull_many(self, peers: list[PeerInfo]) -> tuple[list[CapabilityRecord], int]:
         """Pull from several peers concurrently; (records learned, number of peers that answered)."""

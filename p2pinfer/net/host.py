@@ -17,6 +17,7 @@ from libp2p.crypto.keys import KeyPair
 import libp2p.network.swarm as _swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.utils.address_validation import expand_wildcard_address
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import ConfigError, NetworkError
@@ -76,13 +77,27 @@ async def stop_auto_connector(host: IHost) -> None:
 
 
 def full_addrs(host: IHost) -> list[str]:
-    """The host's listen addrs as strings ending in /p2p/<id>, ready to paste into --bootstrap."""
+    """The host's dialable addrs as strings ending in /p2p/<id>, ready to paste into --bootstrap.
+
+    A wildcard listen addr (/ip4/0.0.0.0/...) is expanded to the machine's interface addrs plus
+    loopback: py-libp2p 0.8.1 reports the wildcard itself, which nobody can dial.
+    """
     out: list[str] = []
     suffix = f"/p2p/{host.get_id()}"
     for addr in host.get_addrs():
-        text = str(addr)
-        out.append(text if text.endswith(suffix) else text + suffix)
+        for concrete in _concrete(addr.decapsulate(Multiaddr(suffix)) if str(addr).endswith(suffix) else addr):
+            text = str(concrete) + suffix
+            if text not in out:
+                out.append(text)
     return out
+
+
+def _concrete(addr: Multiaddr) -> list[Multiaddr]:
+    text = str(addr)
+    if not text.startswith("/ip4/0.0.0.0/"):
+        return [addr]
+    loopback = Multiaddr(text.replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/", 1))
+    return [*expand_wildcard_address(addr), loopback]
 
 
 def addrs_of(host: IHost, peer_id: ID) -> list[str]:
