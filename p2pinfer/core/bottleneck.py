@@ -14,8 +14,10 @@ proves what it can and says what it proved:
    proven-infeasible neighbour makes the result exactly optimal. The largest T proven infeasible
    is the lower bound reported.
 
-The chain returned is also the lowest-latency one among those within its bottleneck (the probe
-minimises latency under the cap).
+When a probe runs out of budget, a "thrifty" chain (every hop charged what its peer could carry
+within T, so weak peers are spent first) is tried instead; an unproven final chain is polished by
+local search (core/polish.py). A proven-optimal chain is also the lowest-latency one among those
+within its bottleneck (the probe minimises latency under the cap).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from .chain_dp import SearchResult, _window_starts, dssr, pass_work, peer_bounds, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
+from .polish import polish
 
 CAP_SLACK = 1e-9  # relative slack when capping at a bottleneck (float round-off)
 _MAX_CANDIDATES = 2_000_000  # enumerate term values up to this many (L^2 P / 2 stage terms)
@@ -107,8 +110,27 @@ class _Prober:
         if res.optimal:
             self.infeasible = max(self.infeasible, t)
             return False
+        spans = _thrifty_chain(cm, t * (1 + CAP_SLACK), budget)
+        if spans is not None:
+            spans = tuple((keep[y], a, b) for y, a, b in spans)
+            value = bottleneck_of(self.cm, spans)
+            if value < self.hi:
+                self.best, self.hi, self.from_probe = spans, value, False
+            return True
         self.conclusive = False
         return None
+
+
+def _thrifty_chain(cm: CostModel, cap: float, budget: int) -> tuple[Span, ...] | None:
+    """A chain within `cap` that spends weak peers first: every hop is charged the number of
+    layers its peer could carry within the cap, so strong peers stay free for the heavy parts.
+    Used when the exact probe runs out of budget; any chain it returns is valid."""
+    lo = _window_starts(cm, cm.stage, cap)  # (L+1, P)
+    carry = (np.arange(cm.num_layers + 1)[:, None] - lo).max(axis=0).astype(float)
+    price = 100.0 * max(1.0, cm.num_layers * cap) * carry
+    priced = replace(cm, lat=cm.lat + price / 2)  # each hop pays its lat twice: in and out
+    res = dssr(priced, "sum", cap=cap, budget=budget, max_critical=4)
+    return res.spans
 
 
 def capacity_bound(cm: CostModel, lo: float, hi: float, bounds: np.ndarray | None = None) -> float:
@@ -186,6 +208,8 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     if pr.best is None:
         return BottleneckResult(None, lower, cands is not None and pr.infeasible >= cands[-1])
     optimal = bool(pr.hi <= t0 * (1 + CAP_SLACK) or _all_below_infeasible(pr, cands))
+    if not optimal:  # unproven: a local search on the bottleneck may still shave some off
+        pr.offer(polish(cm, pr.best))
     return BottleneckResult(pr.best, pr.hi if optimal else lower, optimal)
 
 
@@ -212,6 +236,8 @@ def _bisect_candidates(pr: _Prober, cands: np.ndarray) -> None:
         return
     hi, just_below = _hi_index(pr, cands), True
     while hi - lo > 1 and pr.probes < _MAX_PROBES:
+        if not pr.conclusive and cands[hi] <= cands[max(lo, 0)] * _STOP_RATIO:
+            break  # no proof is coming: stop once within 1%
         mid = hi - 1 if just_below else (lo + hi) // 2
         if pr.probe(float(cands[mid])):
             hi, just_below = min(mid, _hi_index(pr, cands)), not just_below
