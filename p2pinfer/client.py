@@ -1,0 +1,417 @@
+"""The requester: discover -> plan -> circuit -> result, as a library.
+
+    async with Requester(["/ip4/127.0.0.1/tcp/4001/p2p/12D3..."], store=store_for(None)) as requester:
+        result = await requester.infer("minilm", "peer-to-peer inference on small devices")
+        print(result.output["embedding"].shape, result.latency_ms, result.plan.hops)
+
+    p2pinfer.client.infer("minilm", "some text")          # blocking; embedded local swarm
+
+The requester's half of the data path reads top to bottom in `Requester.infer`: snapshot =
+discover (verified capability records from the swarm); plan = planner.plan(profile, snapshot);
+circuit = setup (one sealed, signed assignment per hop); send (the input, encrypted for the first
+link); await result (from the last hop, decrypted with the last link key). A `RequesterHooks`
+object sees every attempt's outcome and decides whether to try again without some peers: the
+default trusts every peer equally and never retries; fault handling and reputation replace it.
+
+The requester also serves the model's manifest and weights to the hops (WeightService on its own
+host): a hop that lacks its span's weights fetches them from us by content hash.
+Every network await has a deadline (discovery timeout, ClientConfig's setup/io/result timeouts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import trio
+from multiaddr import Multiaddr
+
+from p2pinfer.config import DEFAULT_LINK
+from p2pinfer.core import planner
+from p2pinfer.core.plan import OBJECTIVES, Plan, PlannerOptions
+from p2pinfer.core.records import CapabilityRecord, to_peer_spec
+from p2pinfer.core.snapshot import RequesterSpec, SwarmSnapshot
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.emulation import UplinkShaper
+from p2pinfer.errors import CircuitError, ConfigError, InputError, NetworkError, PlanError
+from p2pinfer.models import profiling, zoo
+from p2pinfer.models.executor import check_inputs
+from p2pinfer.models.io import load_input
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.models.store import ModelStore, store_for
+from p2pinfer.net.circuit_client import CircuitClient, CircuitRun, ClientConfig, HopTiming, hop_specs, run_plan
+from p2pinfer.net.host import make_host, parse_multiaddr, stop_auto_connector
+from p2pinfer.net.hop_protocol import to_numpy
+from p2pinfer.net.lookup import discover
+from p2pinfer.net.weights_protocol import WeightService
+
+log = logging.getLogger(__name__)
+
+Input = str | Mapping[str, Any] | np.ndarray  # a --input value (text, image/.npy path), named arrays, or the one input array
+RETRYABLE = (CircuitError, NetworkError)  # HopRefusedError is a CircuitError
+
+
+@dataclass(frozen=True)
+class RequesterConfig:
+    """Knobs of a requester. `link` is our own access link as the planner prices it;
+    `emulate_link` also shapes our uplink to it (the embedded swarm). `max_attempts` bounds the
+    plan -> circuit loop; whether a failed attempt is retried is the hooks' decision."""
+
+    link: RequesterSpec = RequesterSpec(*DEFAULT_LINK)
+    emulate_link: bool = False
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    swarm: str = "default"
+    discovery_timeout_s: float = 10.0
+    use_dht: bool = True
+    snapshot_max_age_s: float = 5.0
+    planner: PlannerOptions = PlannerOptions()
+    circuit: ClientConfig = ClientConfig()
+    max_in_flight: int = 8
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not (self.discovery_timeout_s > 0 and self.snapshot_max_age_s >= 0):
+            raise ConfigError("requester: discovery_timeout_s must be > 0 and snapshot_max_age_s >= 0")
+        if self.max_in_flight < 1 or self.max_attempts < 1:
+            raise ConfigError("requester: max_in_flight and max_attempts must be >= 1")
+        for addr in self.listen:
+            parse_multiaddr(addr, what="requester listen multiaddr")
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HopReport:
+    """One hop of a finished run: who computed which layers, predicted vs measured compute."""
+
+    peer_id: str
+    start: int
+    stop: int
+    predicted_ms: float
+    measured_ms: float
+    predicted_transfer_in_ms: float
+
+    @classmethod
+    def of(cls, t: HopTiming) -> "HopReport":
+        return cls(t.peer_id, t.start, t.stop, t.predicted_compute_ms, t.measured_compute_ms, t.predicted_transfer_in_ms)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"peer_id": self.peer_id, "layers": [self.start, self.stop], "predicted_ms": round(self.predicted_ms, 3),
+                "measured_ms": round(self.measured_ms, 3), "predicted_transfer_in_ms": round(self.predicted_transfer_in_ms, 3)}
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """One input's distributed inference. `output`: the model's named output arrays."""
+
+    model: str
+    model_id: str
+    output: Mapping[str, np.ndarray]
+    latency_ms: float  # input sent -> result decrypted, at the requester (setup excluded)
+    setup_ms: float  # assignments sent -> every hop accepted (includes weight fetches)
+    plan: Plan
+    hops: tuple[HopReport, ...]
+    attempts: int = 1
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The `p2pinfer run --json` contract (extra keys after the contracted ones)."""
+        return {"model": self.model, "output": output_json(self.output), "latency_ms": round(self.latency_ms, 3),
+                "plan": self.plan.to_json_dict(), "hops": [h.to_json_dict() for h in self.hops],
+                "model_id": self.model_id, "setup_ms": round(self.setup_ms, 3), "attempts": self.attempts}
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """Many inputs pipelined through one circuit; `outputs` in input order."""
+
+    model: str
+    model_id: str
+    outputs: tuple[Mapping[str, np.ndarray], ...]
+    latency_ms: tuple[float, ...]
+    setup_ms: float
+    wall_s: float  # setup + every input + teardown
+    plan: Plan
+    hops: tuple[HopReport, ...]
+    attempts: int = 1
+
+    @property
+    def throughput_rps(self) -> float:
+        """Inputs per second over the streaming part (wall time minus setup)."""
+        busy = self.wall_s - self.setup_ms / 1000
+        return len(self.outputs) / busy if busy > 0 else float("inf")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "outputs": [output_json(o) for o in self.outputs],
+                "count": len(self.outputs), "throughput_rps": round(self.throughput_rps, 3),
+                "latency_ms": [round(v, 3) for v in self.latency_ms], "wall_s": round(self.wall_s, 3),
+                "setup_ms": round(self.setup_ms, 3), "plan": self.plan.to_json_dict(),
+                "hops": [h.to_json_dict() for h in self.hops], "model_id": self.model_id, "attempts": self.attempts}
+
+
+def output_json(output: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """{"shape", "dtype", "data"} of the single output tensor (as `run --local` prints it)."""
+    from p2pinfer.models.io import output_to_json
+
+    return output_to_json({k: torch.from_numpy(np.array(v)) for k, v in output.items()})
+
+
+# ---- the hook object fault handling / reputation replace ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One pass through plan -> circuit: what was planned, over which view of the swarm."""
+
+    number: int
+    model_id: str
+    plan: Plan
+    snapshot: SwarmSnapshot
+    excluded: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A hook's decision to try again: plan again without the peers in `exclude`."""
+
+    exclude: frozenset[str] = frozenset()
+
+
+class RequesterHooks:
+    """Where reputation and fault handling plug into `Requester.infer` / `infer_stream`.
+
+    - `reputation(peer_id)` -> (0, 1]: scales the planner's expected cost of a peer (and excludes
+      it below PlannerOptions.exclusion_threshold).
+    - `on_success(attempt, result)`: after a result arrived (spot-checks, receipts, ledger).
+    - `on_failure(attempt, error)` -> Retry | None: after a refused/failed/timed-out attempt;
+      a Retry re-plans without `Retry.exclude` (up to RequesterConfig.max_attempts), None raises.
+    The defaults trust everyone and never retry.
+    """
+
+    def reputation(self, peer_id: str) -> float:
+        return 1.0
+
+    async def on_success(self, attempt: Attempt, result: InferenceResult | StreamResult) -> None:
+        return None
+
+    async def on_failure(self, attempt: Attempt, error: CircuitError | NetworkError) -> Retry | None:
+        return None
+
+
+# ---- the requester --------------------------------------------------------------------------
+
+
+class Requester:
+    """Runs inference on a swarm reachable from `bootstrap`. Use as `async with`, or start
+    `run` in a nursery. `store` holds the models we run (and serve to the hops)."""
+
+    def __init__(self, bootstrap: Sequence[str], *, store: ModelStore, config: RequesterConfig = RequesterConfig(),
+                 identity: Identity | None = None, hooks: RequesterHooks | None = None) -> None:
+        if not bootstrap:
+            raise ConfigError("a requester needs at least one bootstrap multiaddr (…/p2p/<peer id>)")
+        self.bootstrap, self.store, self.config = tuple(bootstrap), store, config
+        self.identity = identity or Identity.generate()
+        self.hooks = hooks or RequesterHooks()
+        self.host = make_host(self.identity.libp2p_key_pair())
+        shaper = UplinkShaper(config.link.up_mbps, config.link.latency_ms) if config.emulate_link else None
+        self.client = CircuitClient(self.host, self.identity, config=config.circuit, send_delay=shaper)
+        self._records: tuple[float, list[CapabilityRecord]] | None = None
+        self.swarm: Any = None  # the embedded LocalSwarm when `connect` started one
+        self._stack: AsyncExitStack | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, serve results and weights; `task_status.started(self)` once ready."""
+        async with self.host.run(listen_addrs=[Multiaddr(a) for a in self.config.listen]):
+            await stop_auto_connector(self.host)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.client.run)
+                await nursery.start(WeightService(self.host, self.store).run)
+                task_status.started(self)
+                await trio.sleep_forever()
+
+    async def __aenter__(self) -> "Requester":
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        try:
+            await nursery.start(self.run)
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await stack.aclose()
+            raise
+        stack.callback(nursery.cancel_scope.cancel)
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._stack is not None
+        return await self._stack.__aexit__(*exc)
+
+    # ---- the data path ----
+
+    async def infer(self, model: str, input: Input, *, objective: str = "latency") -> InferenceResult:
+        """One input through the swarm: discover, plan, set up a circuit, send, await the result."""
+        manifest = self.manifest(model)  # known model, all weights in our store (hops fetch from us)
+        acts = self.load_input(manifest, input)  # checked against the input spec before any network
+        excluded: frozenset[str] = frozenset()
+        for number in range(1, self.config.max_attempts + 1):
+            snapshot, addrs = await self.snapshot(exclude=excluded)  # discover
+            plan = self.plan(manifest, snapshot, objective)  # planner.plan(...)
+            attempt = Attempt(number, manifest.model_id, plan, snapshot, excluded)
+            try:
+                started = time.perf_counter()
+                circuit = await self.client.open_circuit(  # setup: sealed assignments, all accepted
+                    model_id=manifest.model_id, hops=hop_specs(plan, manifest, addrs))
+                setup_ms = (time.perf_counter() - started) * 1000
+                async with circuit:
+                    sent = time.perf_counter()
+                    answer = await circuit.infer(acts)  # send; await result
+                    latency_ms = (time.perf_counter() - sent) * 1000
+            except RETRYABLE as exc:
+                excluded |= await self._after_failure(attempt, exc)
+                continue
+            result = InferenceResult(manifest.name, manifest.model_id, dict(answer.act), latency_ms,
+                                     setup_ms, plan, hop_reports(plan, [answer.trace]), number)
+            await self.hooks.on_success(attempt, result)
+            return result
+        raise AssertionError("unreachable: the last failed attempt raises")
+
+    async def infer_stream(self, model: str, inputs: Sequence[Input], *, objective: str = "throughput",
+                           on_result: Callable[[int], None] | None = None) -> StreamResult:
+        """Many inputs pipelined through one circuit (at most `max_in_flight` unanswered);
+        `on_result(done_count)` after each result (progress bars)."""
+        manifest = self.manifest(model)
+        batch = [self.load_input(manifest, x) for x in inputs]
+        if not batch:
+            raise InputError("no inputs to stream")
+        excluded: frozenset[str] = frozenset()
+        for number in range(1, self.config.max_attempts + 1):
+            snapshot, addrs = await self.snapshot(exclude=excluded)
+            plan = self.plan(manifest, snapshot, objective)
+            attempt = Attempt(number, manifest.model_id, plan, snapshot, excluded)
+            try:
+                run = await run_plan(self.client, plan=plan, manifest=manifest, inputs=batch, peer_addrs=addrs,
+                                     max_in_flight=self.config.max_in_flight,
+                                     on_result=(lambda n, _r: on_result(n)) if on_result else None)
+            except RETRYABLE as exc:
+                excluded |= await self._after_failure(attempt, exc)
+                continue
+            result = stream_result(manifest, plan, run, number)
+            await self.hooks.on_success(attempt, result)
+            return result
+        raise AssertionError("unreachable: the last failed attempt raises")
+
+    async def _after_failure(self, attempt: Attempt, error: CircuitError | NetworkError) -> frozenset[str]:
+        """Ask the hooks; re-raise unless they want another attempt and one is left."""
+        log.info("attempt %d failed: %s", attempt.number, error)
+        retry = await self.hooks.on_failure(attempt, error)
+        if retry is None or attempt.number >= self.config.max_attempts:
+            raise error
+        self._records = None  # re-discover: the swarm may have changed
+        return attempt.excluded | retry.exclude
+
+    # ---- the steps, each usable on its own ----
+
+    def manifest(self, model: str) -> Manifest:
+        """The model's manifest with every weight blob in our store (UnknownModelError otherwise)."""
+        return zoo.get_manifest(model, store=self.store)
+
+    def load_input(self, manifest: Manifest, value: Input) -> dict[str, np.ndarray]:
+        """A --input value or named tensors -> checked input arrays (InputError names the problem)."""
+        if isinstance(value, str):
+            acts = load_input(manifest, value, store=self.store)
+        elif isinstance(value, (Mapping, np.ndarray, torch.Tensor)):
+            if not isinstance(value, Mapping):  # one array: the model's single input
+                if len(manifest.inputs) != 1:
+                    raise InputError(f"{manifest.name} takes {[s.name for s in manifest.inputs]}; pass a mapping of them")
+                value = {manifest.inputs[0].name: value}
+            tensors = {k: torch.from_numpy(np.array(v)) for k, v in value.items()}
+            acts = check_inputs(tuple(sorted(manifest.inputs, key=lambda s: s.name)), tensors, f"input of {manifest.name}")
+        else:
+            raise InputError(f"input must be text/a path, an array, or a mapping of named arrays, got {type(value).__name__}")
+        return to_numpy(acts)
+
+    async def records(self) -> list[CapabilityRecord]:
+        """Verified records of the swarm, re-discovered when older than snapshot_max_age_s."""
+        now = time.monotonic()
+        if self._records is None or now - self._records[0] > self.config.snapshot_max_age_s:
+            found = await discover(self.bootstrap, timeout=self.config.discovery_timeout_s,
+                                   swarm=self.config.swarm, use_dht=self.config.use_dht)
+            self._records = (now, [r for r in found if r.peer_id != self.identity.peer_id])
+        return list(self._records[1])
+
+    async def snapshot(self, *, exclude: frozenset[str] = frozenset()) -> tuple[SwarmSnapshot, dict[str, tuple[str, ...]]]:
+        """The planner's view of the swarm (reputation from the hooks) and every peer's addrs."""
+        records = [r for r in await self.records() if r.peer_id not in exclude]
+        if not records:
+            raise NetworkError(f"no usable peers found via {', '.join(self.bootstrap)}"
+                               + (f" (excluded: {', '.join(sorted(exclude))})" if exclude else ""))
+        peers = tuple(to_peer_spec(r, reputation=self.hooks.reputation(r.peer_id)) for r in records)
+        return SwarmSnapshot(self.config.link, peers), {r.peer_id: tuple(r.addrs) for r in records}
+
+    def plan(self, manifest: Manifest, snapshot: SwarmSnapshot, objective: str) -> Plan:
+        if objective not in OBJECTIVES:
+            raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        return planner.plan(profiling.profile(manifest, self.store), snapshot, objective=objective,
+                            options=self.config.planner)
+
+
+def hop_reports(plan: Plan, traces: Sequence[Sequence[int]]) -> tuple[HopReport, ...]:
+    """Predicted vs measured (median over inputs of the compute each hop put in the trace)."""
+    def median_ms(i: int) -> float:
+        values = sorted(t[i] for t in traces if len(t) > i)
+        return values[len(values) // 2] / 1000 if values else float("nan")
+
+    return tuple(HopReport(h.peer_id, h.start, h.stop, h.compute_s * 1000, median_ms(i), h.transfer_in_s * 1000)
+                 for i, h in enumerate(plan.hops))
+
+
+def stream_result(manifest: Manifest, plan: Plan, run: CircuitRun, attempts: int) -> StreamResult:
+    return StreamResult(manifest.name, manifest.model_id, tuple(dict(o) for o in run.outputs), run.latency_ms,
+                        run.setup_ms, run.wall_s, plan, tuple(HopReport.of(h) for h in run.hops), attempts)
+
+
+# ---- one-call entry points --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def connect(*, bootstrap: Sequence[str] = (), swarm_dir: Path | str | None = None,
+                  store: ModelStore | None = None, config: RequesterConfig | None = None,
+                  hooks: RequesterHooks | None = None,
+                  swarm_options: Any = None) -> AsyncIterator[Requester]:
+    """A ready Requester: on the swarm behind `bootstrap`, or (no bootstrap) on an embedded local
+    swarm started in this process from `swarm_dir` (default node_configs/local/), sharing `store`."""
+    store = store or store_for(None)
+    if bootstrap:
+        async with Requester(bootstrap, store=store, config=config or RequesterConfig(), hooks=hooks) as requester:
+            yield requester
+        return
+    from p2pinfer.swarm import LocalSwarm, SwarmOptions
+
+    async with LocalSwarm.from_dir(swarm_dir, store=store, options=swarm_options or SwarmOptions()) as swarm:
+        local = replace(config or embedded_config(), use_dht=False)
+        async with Requester(swarm.bootstrap_addrs, store=store, config=local, hooks=hooks) as requester:
+            requester.swarm = swarm
+            yield requester
+
+
+def embedded_config() -> RequesterConfig:
+    """The requester of the embedded swarm: a laptop-like link, shaped like the nodes' links."""
+    return RequesterConfig(link=RequesterSpec(up_mbps=200.0, down_mbps=400.0, latency_ms=2.0), emulate_link=True,
+                           use_dht=False, discovery_timeout_s=10.0)
+
+
+def infer(model: str, input: Input, *, bootstrap: Sequence[str] = (), swarm_dir: Path | str | None = None,
+          data_dir: Path | str | None = None, objective: str = "latency") -> InferenceResult:
+    """Blocking convenience: `infer("minilm", "some text")` on the embedded local swarm, or on the
+    swarm behind `bootstrap`. Starts and stops everything it needs (trio.run)."""
+    async def main() -> InferenceResult:
+        async with connect(bootstrap=bootstrap, swarm_dir=swarm_dir, store=store_for(data_dir)) as requester:
+            return await requester.infer(model, input, objective=objective)
+
+    return trio.run(main)

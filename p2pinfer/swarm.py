@@ -1,0 +1,166 @@
+"""The embedded local swarm: every node config in a directory as an in-process Node on loopback.
+
+`p2pinfer run MODEL` with no --bootstrap starts one of these from node_configs/local/. Each
+member is a real `p2pinfer.node.Node` (py-libp2p host on 127.0.0.1, DHT server, signed records,
+record exchange) with a `HopNodeService`, exactly what `p2pinfer node start` runs; the first
+node is the bootstrap of the others. Heterogeneity is emulated by each node itself
+(p2pinfer/emulation.py): its executor waits `compute_slowdown - 1` times its real compute, its
+uplink is shaped to `[emulation] up_mbps` / `latency_ms`, and it advertises the correspondingly
+slower GFLOP/s, its configured memory and its emulated link (config.resolve_resources).
+
+Shared on purpose (same machine, same process):
+- ONE on-disk ModelStore for every node and the requester. The store is content-addressed and
+  every blob is re-hashed on read, so sharing it changes no trust decision; it only means the
+  hops find their span's weights already on disk instead of fetching them over loopback, and
+  vgg16's ~550 MB of weights are generated once, not six times.
+- ONE SpanExecutor (built-layer cache), so a layer two nodes both serve is built once.
+- ONE compute calibration (measured once, cached in `calibration_dir`), from which each node's
+  advertised speed is derived by its own slowdown, as `node start` does with its own cache.
+Nodes do not publish into the DHT (the record exchange alone converges in-process, and five
+DHT publishers on two cores cost seconds); identities are fresh per swarm.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import trio
+
+from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, local_swarm_config_paths
+from p2pinfer.crypto.identity import Identity
+from p2pinfer.emulation import send_delay_for, slowed
+from p2pinfer.errors import NetworkError
+from p2pinfer.models.executor import SpanExecutor
+from p2pinfer.models.store import ModelStore
+from p2pinfer.net.advertise import Capability
+from p2pinfer.net.hop_protocol import HopConfig, HopNodeService
+from p2pinfer.net.settings import settings_from_config
+from p2pinfer.node import Node, measure_capability
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SwarmOptions:
+    """How the embedded swarm runs. `emulate=False` runs every node at full speed (tests that
+    only check results); `hop` sets deadlines and limits (memory and circuit slots come from
+    each node's config unless `hop.mem_bytes` is set)."""
+
+    emulate: bool = True
+    hop: HopConfig = HopConfig(io_timeout_s=10.0, setup_timeout_s=60.0, compute_timeout_s=60.0)
+    pull_interval_s: float = 2.0
+    start_timeout_s: float = 60.0
+
+
+@dataclass
+class Member:
+    """One running node of the swarm and the config it came from."""
+
+    name: str
+    config: NodeConfig
+    node: Node
+    hop: HopNodeService
+
+    @property
+    def peer_id(self) -> str:
+        return self.node.peer_id
+
+
+def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStore, *,
+                    base: HopConfig = HopConfig(), emulate: bool = True) -> HopNodeService:
+    """The hop a node with `config` serves: its memory and circuit limits, its emulation.
+    (`p2pinfer node start` builds its hop the same way.)"""
+    hop_config = replace(base, mem_bytes=base.mem_bytes if base.mem_bytes is not None else config.resources.mem_bytes,
+                         max_circuits=config.resources.max_concurrent_circuits,
+                         compute_threads=config.resources.compute_threads)
+    run = slowed(executor.run, config.emulation) if emulate else executor.run
+    delay = send_delay_for(config.emulation) if emulate else None
+    return HopNodeService(run, store, config=hop_config, send_delay=delay)
+
+
+@dataclass
+class LocalSwarm:
+    """In-process swarm of `configs`. Use `async with LocalSwarm(...) as swarm` or
+    `await nursery.start(swarm.run)`; `swarm.bootstrap_addrs` is what a requester dials."""
+
+    configs: Sequence[NodeConfig]
+    store: ModelStore
+    calibration_dir: Path | None = None
+    options: SwarmOptions = SwarmOptions()
+    members: list[Member] = field(default_factory=list)
+
+    @classmethod
+    def from_dir(cls, directory: Path | str | None, *, store: ModelStore, **kw: Any) -> "LocalSwarm":
+        """Every *.toml in `directory` (default node_configs/local/), loaded and validated."""
+        return cls([load_node_config(p) for p in local_swarm_config_paths(Path(directory) if directory else None)],
+                   store=store, **kw)
+
+    @property
+    def bootstrap_addrs(self) -> list[str]:
+        return self.members[0].node.listen_addrs[:1] if self.members else []
+
+    def _capabilities(self) -> list[Capability]:
+        """Runs in a worker thread: one real calibration (cached), then each node's emulated view."""
+        directory = self.calibration_dir or self.store.root
+        plain = EmulationSection()
+        return [measure_capability(c if self.options.emulate else replace(c, emulation=plain), directory)
+                for c in self.configs]
+
+    def _member(self, config: NodeConfig, capability: Capability, executor: SpanExecutor,
+                bootstrap: Sequence[str]) -> Member:
+        settings = settings_from_config(config, bootstrap=tuple(bootstrap), dht_publish=False,
+                                        pull_interval_s=self.options.pull_interval_s)
+        hop = hop_service_for(config, executor, self.store, base=self.options.hop, emulate=self.options.emulate)
+        node = Node(settings, capability=capability, identity=Identity.generate(), services=[hop])
+        return Member(config.node.name, config, node, hop)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every node (the first one first, as bootstrap), wait until the bootstrap node
+        knows every other member, report started, then serve until cancelled."""
+        if not self.configs:
+            raise NetworkError("the local swarm has no node configs")
+        capabilities = await trio.to_thread.run_sync(self._capabilities)
+        executor = SpanExecutor(self.store)
+        async with trio.open_nursery() as nursery:
+            first = self._member(self.configs[0], capabilities[0], executor, ())
+            await nursery.start(first.node.run)
+            self.members = [first]
+            seeds = first.node.listen_addrs[:1]
+            rest = [self._member(c, cap, executor, seeds) for c, cap in zip(self.configs[1:], capabilities[1:])]
+            async with trio.open_nursery() as starter:
+                for member in rest:
+                    starter.start_soon(nursery.start, member.node.run)
+            self.members += rest
+            await self._converge(first.node)
+            log.info("local swarm ready: %s", ", ".join(f"{m.name}={m.peer_id}" for m in self.members))
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    async def _converge(self, bootstrap: Node) -> None:
+        want = {m.peer_id for m in self.members[1:]}
+        with trio.move_on_after(self.options.start_timeout_s):
+            while not want <= {r.peer_id for r in bootstrap.peers()}:
+                await bootstrap.discovery.wait_changed()
+            return
+        raise NetworkError(f"local swarm: the bootstrap node did not learn every member within "
+                           f"{self.options.start_timeout_s:g}s")
+
+    async def __aenter__(self) -> "LocalSwarm":
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        try:
+            await nursery.start(self.run)
+        except BaseException:
+            nursery.cancel_scope.cancel()
+            await stack.aclose()
+            raise
+        stack.callback(nursery.cancel_scope.cancel)
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._stack.__aexit__(*exc)
