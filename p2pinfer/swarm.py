@@ -26,7 +26,7 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import trio
 
@@ -48,10 +48,13 @@ log = logging.getLogger(__name__)
 class SwarmOptions:
     """How the embedded swarm runs. `emulate=False` runs every node at full speed (tests that
     only check results); `hop` sets deadlines and limits (memory and circuit slots come from
-    each node's config unless `hop.mem_bytes` is set)."""
+    each node's config unless `hop.mem_bytes` is set). `hop_by_name` gives single nodes their
+    own hop limits, e.g. a node that advertises more memory than its hop accepts (tests of
+    refusals and fault handling)."""
 
     emulate: bool = True
     hop: HopConfig = HopConfig(io_timeout_s=10.0, setup_timeout_s=60.0, compute_timeout_s=60.0)
+    hop_by_name: Mapping[str, HopConfig] = field(default_factory=dict)  # per node name, replaces `hop`
     pull_interval_s: float = 2.0
     start_timeout_s: float = 60.0
 
@@ -114,7 +117,8 @@ class LocalSwarm:
                 bootstrap: Sequence[str]) -> Member:
         settings = settings_from_config(config, bootstrap=tuple(bootstrap), dht_publish=False,
                                         pull_interval_s=self.options.pull_interval_s)
-        hop = hop_service_for(config, executor, self.store, base=self.options.hop, emulate=self.options.emulate)
+        base = self.options.hop_by_name.get(config.node.name, self.options.hop)
+        hop = hop_service_for(config, executor, self.store, base=base, emulate=self.options.emulate)
         node = Node(settings, capability=capability, identity=Identity.generate(), services=[hop])
         return Member(config.node.name, config, node, hop)
 
