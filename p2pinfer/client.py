@@ -39,6 +39,7 @@ from p2pinfer.core.records import CapabilityRecord, to_peer_spec
 from p2pinfer.core.snapshot import RequesterSpec, SwarmSnapshot
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import UplinkShaper
+from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import CircuitError, ConfigError, InputError, NetworkError, PlanError
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.executor import check_inputs
@@ -250,7 +251,8 @@ class Requester:
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         assert self._stack is not None
-        return await self._stack.__aexit__(*exc)
+        with unwrapped():  # the body's own error, not an ExceptionGroup around it
+            return await self._stack.__aexit__(*exc)
 
     # ---- the data path ----
 
@@ -295,9 +297,10 @@ class Requester:
             plan = self.plan(manifest, snapshot, objective)
             attempt = Attempt(number, manifest.model_id, plan, snapshot, excluded)
             try:
-                run = await run_plan(self.client, plan=plan, manifest=manifest, inputs=batch, peer_addrs=addrs,
-                                     max_in_flight=self.config.max_in_flight,
-                                     on_result=(lambda n, _r: on_result(n)) if on_result else None)
+                with unwrapped():
+                    run = await run_plan(self.client, plan=plan, manifest=manifest, inputs=batch, peer_addrs=addrs,
+                                         max_in_flight=self.config.max_in_flight,
+                                         on_result=(lambda n, _r: on_result(n)) if on_result else None)
             except RETRYABLE as exc:
                 excluded |= await self._after_failure(attempt, exc)
                 continue
@@ -340,8 +343,9 @@ class Requester:
         """Verified records of the swarm, re-discovered when older than snapshot_max_age_s."""
         now = time.monotonic()
         if self._records is None or now - self._records[0] > self.config.snapshot_max_age_s:
-            found = await discover(self.bootstrap, timeout=self.config.discovery_timeout_s,
-                                   swarm=self.config.swarm, use_dht=self.config.use_dht)
+            with unwrapped():
+                found = await discover(self.bootstrap, timeout=self.config.discovery_timeout_s,
+                                       swarm=self.config.swarm, use_dht=self.config.use_dht)
             self._records = (now, [r for r in found if r.peer_id != self.identity.peer_id])
         return list(self._records[1])
 
@@ -414,4 +418,5 @@ def infer(model: str, input: Input, *, bootstrap: Sequence[str] = (), swarm_dir:
         async with connect(bootstrap=bootstrap, swarm_dir=swarm_dir, store=store_for(data_dir)) as requester:
             return await requester.infer(model, input, objective=objective)
 
-    return trio.run(main)
+    with unwrapped():
+        return trio.run(main)

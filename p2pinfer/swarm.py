@@ -33,6 +33,7 @@ import trio
 from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, local_swarm_config_paths
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import send_delay_for, slowed
+from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import NetworkError
 from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.store import ModelStore
@@ -167,4 +168,5 @@ class LocalSwarm:
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        return await self._stack.__aexit__(*exc)
+        with unwrapped():  # the body's own error, not an ExceptionGroup around it
+            return await self._stack.__aexit__(*exc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -28,8 +29,10 @@ from rich.table import Table
 from p2pinfer.client import InferenceResult, Input, StreamResult, connect
 from p2pinfer.config import local_swarm_config_paths
 from p2pinfer.core.plan import OBJECTIVES, Plan
+from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import ConfigError, InputError
-from p2pinfer.models.io import MAX_INPUT_FILE_BYTES, output_to_json
+from p2pinfer.models import zoo
+from p2pinfer.models.io import MAX_INPUT_FILE_BYTES, load_input, output_to_json
 from p2pinfer.models.local_run import LocalResult, run_local
 from p2pinfer.models.store import store_for
 
@@ -56,15 +59,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if getattr(args, "verbose", 0) == 0:
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # failed dials are our errors to report
+    with unwrapped():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.local:
         if args.input_file:
             raise ConfigError("--input-file streams through a swarm; use --input X with --local")
         _render_local(run_local(args.model, args.input, store=store_for(args.data_dir), threads=args.threads), args.json)
         return 0
+    manifest = zoo.get_manifest(args.model, store=store_for(args.data_dir))  # bad model/input: fail before any network
+    if args.input_file:
+        inputs = read_input_file(Path(args.input_file), text=manifest.preprocess == "text")
+    else:
+        load_input(manifest, args.input, store=store_for(args.data_dir))
     if not args.bootstrap:
         _announce_swarm(args.swarm)
     if args.input_file:
-        inputs = read_input_file(Path(args.input_file), text=_is_text_model(args))
         result = trio.run(_stream, args, inputs)
         _render_stream(result, args.json)
     else:
@@ -110,12 +124,6 @@ class _progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.stop()
-
-
-def _is_text_model(args: argparse.Namespace) -> bool:
-    from p2pinfer.models import zoo
-
-    return zoo.get_manifest(args.model, store=store_for(args.data_dir), weights=False).preprocess == "text"
 
 
 def read_input_file(path: Path, *, text: bool) -> list[Input]:
