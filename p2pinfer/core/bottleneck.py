@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .chain_dp import SearchResult, _window_starts, dssr, pass_work, peer_bounds, solve
+from .chain_dp import SearchResult, window_starts, dssr, pass_work, peer_bounds, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 from .polish import polish
@@ -125,7 +125,7 @@ def _thrifty_chain(cm: CostModel, cap: float, budget: int) -> tuple[Span, ...] |
     """A chain within `cap` that spends weak peers first: every hop is charged the number of
     layers its peer could carry within the cap, so strong peers stay free for the heavy parts.
     Used when the exact probe runs out of budget; any chain it returns is valid."""
-    lo = _window_starts(cm, cm.stage, cap)  # (L+1, P)
+    lo = window_starts(cm, cm.stage, cap)  # (L+1, P)
     carry = (np.arange(cm.num_layers + 1)[:, None] - lo).max(axis=0).astype(float)
     price = 100.0 * max(1.0, cm.num_layers * cap) * carry
     priced = replace(cm, lat=cm.lat + price / 2)  # each hop pays its lat twice: in and out
@@ -145,7 +145,7 @@ def capacity_bound(cm: CostModel, lo: float, hi: float, bounds: np.ndarray | Non
     L = cm.num_layers
     flops = np.concatenate([[0.0], np.cumsum([lay.flops for lay in cm.profile.layers], dtype=float)])
     flops = flops[-(L + 1):] - flops[-(L + 1)]
-    lo_mem = _window_starts(cm, cm.stage, math.inf)  # (L+1, P)
+    lo_mem = window_starts(cm, cm.stage, math.inf)  # (L+1, P)
     b = np.arange(L + 1)
     send_in = cm.bits[:, None] * cm.inv_down[None, :]  # (L+1, P) receiving at boundary a
     send_in[0] = cm.bits[0] * np.maximum(cm.src_inv_up, cm.inv_down)

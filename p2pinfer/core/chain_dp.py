@@ -57,7 +57,7 @@ def pass_work(cm: CostModel, num_critical: int) -> int:
     return (1 << num_critical) * cm.num_peers * L * (L + 1) // 2
 
 
-def _window_starts(cm: CostModel, stage: np.ndarray, cap: float) -> np.ndarray:
+def window_starts(cm: CostModel, stage: np.ndarray, cap: float) -> np.ndarray:
     """(L+1, P): the smallest start a such that span [a, b) fits peer Y (memory, and cap)."""
     L = cm.num_layers
     need = cm.params[None, :] - cm.mem[:, None]  # (P, L+1): params[a] must be >= params[b] - mem
@@ -92,7 +92,7 @@ class _Pass:
         self.crit_dst = np.concatenate([s | (1 << j) for j, s in enumerate(src)]) if src else self.crit_src
         self.crit_y = np.concatenate([np.full(len(s), y) for s, y in zip(src, critical)]) if src else self.crit_src
         self.stage_t = np.ascontiguousarray(cm.stage.T)  # (L+1, P)
-        self.lo = _window_starts(cm, cm.stage, cap)
+        self.lo = window_starts(cm, cm.stage, cap)
         self.lo_min = self.lo.min(axis=1)
         self.expiry = _expiry_events(self.lo)
         self.order = np.argsort(cm.inv_up, kind="stable")
