@@ -49,10 +49,22 @@ def _start(args: argparse.Namespace) -> int:
     identity = Identity.load_or_create(data_dir / IDENTITY_FILE)
     _say(f"peer_id {identity.peer_id}")
     _say(f"data_dir {data_dir}")
-    node = Node(config, identity=identity, data_dir=data_dir)
+    node = Node(config, identity=identity, data_dir=data_dir, services=[_hop_service(config, data_dir)])
     trio.run(_serve, node)
     _say("stopped")
     return 0
+
+
+def _hop_service(config, data_dir: Path):  # type: ignore[no-untyped-def]
+    """Serve circuits: spans run from the model store in the data dir (weights fetched by hash
+    from requesters/peers), with the config's memory/circuit limits and [emulation] applied."""
+    from p2pinfer.models.executor import SpanExecutor
+    from p2pinfer.models.store import ModelStore
+    from p2pinfer.swarm import hop_service_for
+
+    store = ModelStore(data_dir)
+    executor = SpanExecutor(store, threads=config.resources.compute_threads)
+    return hop_service_for(config, executor, store, emulate=config.emulation.active)
 
 
 async def _serve(node: Node) -> None:
