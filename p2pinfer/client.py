@@ -66,7 +66,7 @@ class RequesterConfig:
 
     link: RequesterSpec = RequesterSpec(*DEFAULT_LINK)
     emulate_link: bool = False
-    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    listen: tuple[str, ...] | None = None  # None: loopback for a loopback swarm, else all interfaces
     swarm: str = "default"
     discovery_timeout_s: float = 10.0
     use_dht: bool = True
@@ -81,7 +81,7 @@ class RequesterConfig:
             raise ConfigError("requester: discovery_timeout_s must be > 0 and snapshot_max_age_s >= 0")
         if self.max_in_flight < 1 or self.max_attempts < 1:
             raise ConfigError("requester: max_in_flight and max_attempts must be >= 1")
-        for addr in self.listen:
+        for addr in self.listen or ():
             parse_multiaddr(addr, what="requester listen multiaddr")
 
 
@@ -228,13 +228,21 @@ class Requester:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, serve results and weights; `task_status.started(self)` once ready."""
-        async with self.host.run(listen_addrs=[Multiaddr(a) for a in self.config.listen]):
+        async with self.host.run(listen_addrs=[Multiaddr(a) for a in self.listen_addrs()]):
             await stop_auto_connector(self.host)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.client.run)
                 await nursery.start(WeightService(self.host, self.store).run)
                 task_status.started(self)
                 await trio.sleep_forever()
+
+    def listen_addrs(self) -> tuple[str, ...]:
+        """Where hops reach us (results, weights): as configured, else loopback when every
+        bootstrap peer is on loopback, else every interface."""
+        if self.config.listen:
+            return self.config.listen
+        local = all(a.startswith(("/ip4/127.", "/ip6/::1/")) for a in self.bootstrap)
+        return ("/ip4/127.0.0.1/tcp/0",) if local else ("/ip4/0.0.0.0/tcp/0",)
 
     async def __aenter__(self) -> "Requester":
         stack = AsyncExitStack()
