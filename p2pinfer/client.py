@@ -363,14 +363,33 @@ class Requester:
         if not records:
             raise NetworkError(f"no usable peers found via {', '.join(self.bootstrap)}"
                                + (f" (excluded: {', '.join(sorted(exclude))})" if exclude else ""))
-        peers = tuple(to_peer_spec(r, reputation=self.hooks.reputation(r.peer_id)) for r in records)
-        return SwarmSnapshot(self.config.link, peers), {r.peer_id: tuple(r.addrs) for r in records}
+        return snapshot_of(records, self.config.link, self.hooks.reputation), {r.peer_id: tuple(r.addrs) for r in records}
 
     def plan(self, manifest: Manifest, snapshot: SwarmSnapshot, objective: str) -> Plan:
         if objective not in OBJECTIVES:
             raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
         return planner.plan(profiling.profile(manifest, self.store), snapshot, objective=objective,
                             options=self.config.planner)
+
+
+def snapshot_of(records: Sequence[CapabilityRecord], link: RequesterSpec,
+                reputation: Callable[[str], float] = lambda _peer: 1.0) -> SwarmSnapshot:
+    """Verified capability records -> the planner's SwarmSnapshot (requester link `link`)."""
+    return SwarmSnapshot(link, tuple(to_peer_spec(r, reputation=reputation(r.peer_id)) for r in records))
+
+
+def live_snapshot(bootstrap: Sequence[str], *, config: RequesterConfig = RequesterConfig()) -> SwarmSnapshot:
+    """Blocking: the live swarm behind `bootstrap` as a SwarmSnapshot (`p2pinfer plan --bootstrap`)."""
+    async def main() -> SwarmSnapshot:
+        with unwrapped():
+            records = await discover(bootstrap, timeout=config.discovery_timeout_s, swarm=config.swarm,
+                                     use_dht=config.use_dht)
+        if not records:
+            raise NetworkError(f"no verified peer records found via {', '.join(bootstrap)}")
+        return snapshot_of(records, config.link)
+
+    with unwrapped():
+        return trio.run(main)
 
 
 def hop_reports(plan: Plan, traces: Sequence[Sequence[int]]) -> tuple[HopReport, ...]:

@@ -128,8 +128,13 @@ def _snapshot(args: argparse.Namespace) -> SwarmSnapshot:
 
 
 def live_snapshot(bootstrap: list[str], data_dir: Path | None) -> SwarmSnapshot:
-    """A snapshot from the live swarm's verified capability records (wired by the node/client)."""
-    raise ConfigError("plan --bootstrap is not available in this build yet; use --peers-file FILE")
+    """A snapshot from the live swarm's verified capability records (the requester's discovery)."""
+    from p2pinfer.client import live_snapshot as discover_snapshot
+
+    try:
+        return discover_snapshot(bootstrap)
+    except ConfigError as exc:
+        raise ConfigError(f"plan --bootstrap: {exc}") from None
 
 
 def _handle(args: argparse.Namespace) -> int:

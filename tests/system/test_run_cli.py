@@ -114,9 +114,18 @@ def test_three_node_processes_serve_run_bootstrap_like_local(tmp_path: Path, nod
                      what="a 3-hop run across the node processes")
     _check_contract(doc, "mlp")
     assert len(doc["hops"]) == 3 and {h["peer_id"] for h in doc["hops"]} == {a.peer_id, b.peer_id, c.peer_id}
+    plan_doc = _plan_live(a.addr, store.root)  # `p2pinfer plan --bootstrap` sees the same live swarm
+    assert [h["layers"] for h in plan_doc["hops"]] == [h["layers"] for h in doc["hops"]]
     local = run_local("mlp", str(x), store=store).output
     want = next(iter(local.values())).numpy().reshape(-1)
     assert np.max(np.abs(np.asarray(doc["output"]["data"], np.float32) - want)) <= 1e-5
+
+
+def _plan_live(bootstrap: str, data_dir: Path) -> dict:
+    done = subprocess.run(cli("plan", "mlp", "--bootstrap", bootstrap, "--json", "--data-dir", str(data_dir)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 def _run_when_all_known(x: Path, bootstrap: str, data_dir: Path) -> dict | None:
