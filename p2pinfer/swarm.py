@@ -16,6 +16,10 @@ Shared on purpose (same machine, same process):
 - ONE SpanExecutor (built-layer cache), so a layer two nodes both serve is built once.
 - ONE compute calibration (measured once, cached in `calibration_dir`), from which each node's
   advertised speed is derived by its own slowdown, as `node start` does with its own cache.
+- torch's intra-op thread count, which is process-wide: set to 1 (SwarmOptions.torch_threads),
+  as each local node's `compute_threads` says and as its compute calibration measured. Several
+  nodes computing at once then each use one core instead of fighting over all of them (with
+  2 OpenMP threads per forward on a busy 2-core machine, MiniLM took 5x longer than with 1).
 Nodes do not publish into the DHT (the record exchange alone converges in-process, and five
 DHT publishers on two cores cost seconds); identities are fresh per swarm.
 """
@@ -58,6 +62,7 @@ class SwarmOptions:
     hop_by_name: Mapping[str, HopConfig] = field(default_factory=dict)  # per node name, replaces `hop`
     pull_interval_s: float = 2.0
     start_timeout_s: float = 60.0
+    torch_threads: int | None = 1  # process-wide; see the module docstring
 
 
 @dataclass
@@ -129,7 +134,7 @@ class LocalSwarm:
         if not self.configs:
             raise NetworkError("the local swarm has no node configs")
         capabilities = await trio.to_thread.run_sync(self._capabilities)
-        executor = SpanExecutor(self.store)
+        executor = SpanExecutor(self.store, threads=self.options.torch_threads)
         async with trio.open_nursery() as nursery:
             first = self._member(self.configs[0], capabilities[0], executor, ())
             await nursery.start(first.node.run)
