@@ -16,7 +16,8 @@ Shared on purpose (same machine, same process):
 - ONE SpanExecutor (built-layer cache), so a layer two nodes both serve is built once.
 - ONE compute calibration (measured once, cached in `calibration_dir`), from which each node's
   advertised speed is derived by its own slowdown, as `node start` does with its own cache.
-- torch's intra-op thread count, which is process-wide: set to 1 (SwarmOptions.torch_threads),
+- torch's intra-op thread count, which is process-wide: 1 while the swarm runs (restored after;
+  SwarmOptions.torch_threads),
   as each local node's `compute_threads` says and as its compute calibration measured. Several
   nodes computing at once then each use one core instead of fighting over all of them (with
   2 OpenMP threads per forward on a busy 2-core machine, MiniLM took 5x longer than with 1).
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
 import trio
 
 from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, local_swarm_config_paths
@@ -134,7 +136,14 @@ class LocalSwarm:
         if not self.configs:
             raise NetworkError("the local swarm has no node configs")
         capabilities = await trio.to_thread.run_sync(self._capabilities)
+        threads_before = torch.get_num_threads()
         executor = SpanExecutor(self.store, threads=self.options.torch_threads)
+        try:
+            await self._serve(capabilities, executor, task_status)
+        finally:
+            torch.set_num_threads(threads_before)  # process-wide: give the caller its setting back
+
+    async def _serve(self, capabilities: list[Capability], executor: SpanExecutor, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             first = self._member(self.configs[0], capabilities[0], executor, ())
             await nursery.start(first.node.run)

@@ -1,0 +1,67 @@
+"""`p2pinfer run --swarm DIR --input-file FILE --json`: an embedded swarm from a directory of
+node configs, many inputs (an .npy batch, or one text per line) streamed through one pipelined
+circuit; every output equals local compute, and the JSON carries the outputs and throughput.
+(In-process `main`: the CLI starts its own trio run, so these are sync tests.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p2pinfer.cli import main
+from p2pinfer.models import zoo
+from p2pinfer.models.executor import SpanExecutor
+from p2pinfer.models.io import tokenize
+from p2pinfer.models.store import ModelStore
+
+
+def _swarm_dir(tmp: Path, n: int = 3) -> Path:
+    directory = tmp / "swarm"
+    directory.mkdir()
+    for i in range(n):
+        (directory / f"n{i}.toml").write_text("\n".join([
+            "[node]", f'name = "n{i}"', 'listen = ["/ip4/127.0.0.1/tcp/0"]',
+            "[resources]", 'mem_bytes = "1 GiB"', f"gflops = {10 + 5 * i}",
+            "[emulation]", "up_mbps = 500.0", "latency_ms = 1.0"]) + "\n")
+    return directory
+
+
+def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict, str]:
+    assert main(["run", *args, "--json"]) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_npy_batch_streams_through_a_swarm_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(tmp_path / "store")
+    manifest = zoo.get_manifest("mlp", store=store)
+    batch = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
+    np.save(tmp_path / "batch.npy", batch)
+    threads = torch.get_num_threads()
+    doc, err = _run_json(capsys, "mlp", "--input-file", str(tmp_path / "batch.npy"), "--swarm", str(_swarm_dir(tmp_path)),
+                         "--data-dir", str(store.root))
+    assert "embedded local swarm (3 in-process nodes" in err and "5 inputs in" in err
+    assert torch.get_num_threads() == threads  # the swarm's one-thread setting does not leak
+    assert doc["count"] == 5 and doc["throughput_rps"] > 0 and doc["plan"]["objective"] == "throughput"
+    with torch.inference_mode():
+        want = SpanExecutor(store).run(manifest, 0, manifest.num_layers, {"x": torch.from_numpy(batch)})["x"].numpy()
+    got = np.stack([np.asarray(o["data"], np.float32) for o in doc["outputs"]])
+    assert got.shape == (5, 10) and float(np.max(np.abs(got - want))) <= 1e-5
+
+
+def test_text_lines_stream_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(tmp_path / "store")
+    manifest = zoo.get_manifest("minilm", store=store)
+    lines = ["the first sentence", "", "a second, different sentence"]
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    doc, _err = _run_json(capsys, "minilm", "--input-file", str(tmp_path / "lines.txt"), "--swarm",
+                          str(_swarm_dir(tmp_path)), "--data-dir", str(store.root), "--objective", "latency")
+    assert doc["count"] == 2 and doc["plan"]["objective"] == "latency"
+    executor = SpanExecutor(store)
+    for text, out in zip([line for line in lines if line], doc["outputs"]):
+        want = executor.run(manifest, 0, manifest.num_layers, tokenize(manifest, text, store=store))["embedding"]
+        assert float(np.max(np.abs(np.asarray(out["data"], np.float32) - want.numpy().reshape(-1)))) <= 1e-5
