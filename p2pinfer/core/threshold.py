@@ -1,0 +1,276 @@
+"""Feasibility of a bottleneck threshold T: which chains of distinct peers keep every term <= T.
+
+The throughput objective's link term `bits_a * max(1/up_X, 1/down_Y)` is <= T exactly when the
+sender's part `bits_a / up_X` and the receiver's part `bits_a / down_Y` both are, so at a fixed T
+the links stop coupling neighbours: peer Y may *start* a span at boundary a when
+`bits_a / down_Y <= T`, *end* one at b when `bits_b / up_Y <= T`, and serve [a, b) when also its
+stage and memory allow (`window_starts`). Everything here is (L+1, P) numpy work per T.
+
+- `relaxed_reach` (peers may repeat) and `capacity_short` (each peer covers at most one span, so
+  its most FLOPs / layers / parameter bytes within T must add up to the model's) *prove* that no
+  chain has bottleneck <= T; both are monotone in T.
+- `greedy_chain` *finds* a chain of distinct peers within T, or gives up: it walks from boundary
+  0, only to boundaries from which the end is still reachable, and at each step spends the
+  unused peer whose capacity it wastes least ("thrifty"), so strong peers stay free for later.
+
+Deciding T exactly is NP-hard in general (see core/bottleneck.py); these are the fast halves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chain_dp import window_starts
+from .costs import CostModel, Span
+
+CAP_SLACK = 1e-9  # relative slack on T (float round-off of cumulative sums)
+
+
+@dataclass(frozen=True, eq=False)
+class Threshold:
+    """The spans allowed at bottleneck T, as arrays indexed [boundary, peer]."""
+
+    t: float
+    lo: np.ndarray  # (L+1, P) smallest start of a span ending at b (memory and stage)
+    hi_end: np.ndarray  # (L+1, P) largest end of a span starting at a (memory and stage)
+    start_ok: np.ndarray  # (L+1, P) bool: peer may receive at boundary a
+    end_ok: np.ndarray  # (L+1, P) bool: peer may send at boundary b
+    alive: np.ndarray  # (P,) bool: peer has at least one allowed span
+
+
+def at(cm: CostModel, t: float) -> Threshold:
+    """Compile threshold t (with relative slack CAP_SLACK) over cm."""
+    L, tt = cm.num_layers, t * (1 + CAP_SLACK)
+    lo = window_starts(cm, cm.stage, tt)
+    start_ok = cm.bits[:, None] * cm.inv_down[None, :] <= tt
+    end_ok = cm.bits[:, None] * cm.inv_up[None, :] <= tt
+    if cm.bits[0] * cm.src_inv_up > tt:
+        start_ok[0] = False
+    if cm.bits[L] * cm.req_inv_down > tt:
+        end_ok[L] = False
+    end_ok[0] = False
+    start_ok[L] = False
+    hi_end = _hi_end(lo)
+    # a peer with no allowed span anywhere: no (a, b) with start_ok, end_ok and lo[b] <= a < b
+    prev_start = _last_true(start_ok)  # (L+1, P) latest allowed start <= index (-1: none)
+    usable = end_ok.copy()
+    usable[1:] &= prev_start[:-1] >= lo[1:]
+    usable[0] = False
+    return Threshold(t, lo, hi_end, start_ok, end_ok, usable.any(axis=0))
+
+
+def _hi_end(lo: np.ndarray) -> np.ndarray:
+    """(L+1, P): max b with lo[b, y] <= a (lo is non-decreasing in b and lo[b] <= b)."""
+    Lp1, P = lo.shape
+    off = (np.arange(P) * (Lp1 + 1))[None, :]
+    flat = (lo + off).T.ravel()  # each peer's column, shifted into its own range: sorted overall
+    q = (np.arange(Lp1)[:, None] + off)
+    return (np.searchsorted(flat, q.T.ravel(), side="right").reshape(P, Lp1).T - 1) - np.arange(P)[None, :] * Lp1
+
+
+def _last_true(mask: np.ndarray) -> np.ndarray:
+    """(n, P): the largest index <= i where mask[:, y] is True, else -1."""
+    idx = np.where(mask, np.arange(mask.shape[0])[:, None], -1)
+    return np.maximum.accumulate(idx, axis=0)
+
+
+def relaxed_reach(th: Threshold) -> np.ndarray:
+    """(L+1,) bool: boundaries a chain within T can reach from 0 if peers may repeat."""
+    Lp1, P = th.lo.shape
+    reach = np.zeros(Lp1, dtype=bool)
+    reach[0] = True
+    last = np.where(th.start_ok[0], 0, -1)  # latest reachable allowed start per peer
+    for b in range(1, Lp1):
+        reach[b] = bool(np.any(th.end_ok[b] & (last >= th.lo[b])))
+        if reach[b]:
+            last = np.where(th.start_ok[b], b, last)
+    return reach
+
+
+def can_finish(th: Threshold) -> np.ndarray:
+    """(L+1,) bool: boundaries from which the end L is reachable within T if peers may repeat."""
+    Lp1, P = th.lo.shape
+    L = Lp1 - 1
+    fin = np.zeros(Lp1, dtype=bool)
+    fin[L] = True
+    nxt = np.where(th.end_ok[L], L, Lp1)  # smallest finishing allowed end > a, per peer
+    for a in range(L - 1, -1, -1):
+        fin[a] = bool(np.any(th.start_ok[a] & (nxt <= th.hi_end[a])))
+        if fin[a]:
+            nxt = np.where(th.end_ok[a], a, nxt)
+    return fin
+
+
+def span_capacity(th: Threshold, weight: np.ndarray) -> np.ndarray:
+    """(P,) the most total `weight` (per layer, >= 0) any one allowed span of each peer covers."""
+    Lp1, P = th.lo.shape
+    cum = np.concatenate([[0.0], np.cumsum(weight, dtype=float)])
+    b = np.arange(Lp1)[:, None]
+    # earliest allowed start >= lo[b]: next start_ok at or after lo
+    nxt = np.where(th.start_ok, b, Lp1)
+    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]
+    start = np.take_along_axis(np.vstack([nxt, np.full((1, P), Lp1)]), np.minimum(th.lo, Lp1), axis=0)
+    ok = th.end_ok & (start < b)
+    got = np.where(ok, cum[b] - cum[np.minimum(start, Lp1 - 1)], 0.0)
+    return got.max(axis=0)
+
+
+def capacity_short(cm: CostModel, th: Threshold) -> bool:
+    """True: proven that no chain of distinct peers is within T (some resource cannot be covered).
+
+    Each peer serves one span, so it covers at most its `span_capacity` of any additive per-layer
+    weight; layers, FLOPs and parameter bytes are three such weights.
+    """
+    L = cm.num_layers
+    weights = (np.ones(L), np.array([lay.flops for lay in cm.profile.layers], dtype=float),
+               np.diff(cm.params).astype(float))
+    for w in weights:
+        total = float(w.sum())
+        if total > 0 and float(span_capacity(th, w).sum()) < total * (1 - 1e-12):
+            return True
+    return False
+
+
+def proven_infeasible(cm: CostModel, th: Threshold) -> bool:
+    """True when T is proven out of reach (relaxed reachability or capacity counting)."""
+    if not th.alive.any() or not relaxed_reach(th)[-1]:
+        return True
+    return capacity_short(cm, th)
+
+
+def greedy_chain(cm: CostModel, th: Threshold, rule: str = "waste") -> tuple[Span, ...] | None:
+    """A chain of distinct peers within T built hop by hop from boundary 0 (None: stuck).
+
+    Each hop goes as far as its peer can while ending where the rest is still reachable
+    (peers may repeat in that check). Rules for which unused peer takes the hop: "waste" spends
+    the one that leaves the least of its FLOPs capacity unused, "ratio" the one using the largest
+    fraction of it, "reach" the one that goes furthest (ties: smallest capacity).
+    """
+    L = cm.num_layers
+    fin = can_finish(th)
+    good_end = th.end_ok & fin[:, None]
+    last_good = _last_true(good_end)  # (L+1, P)
+    reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)  # (L+1, P) furthest good end
+    flops = np.array([lay.flops for lay in cm.profile.layers], dtype=float)
+    cap = span_capacity(th, flops)
+    cum = np.concatenate([[0.0], np.cumsum(flops)])
+    free = th.alive.copy()
+    spans: list[Span] = []
+    a = 0
+    while a < L:
+        r = reach[a]
+        cand = free & th.start_ok[a] & (r > a)
+        if not cand.any():
+            return None
+        got = cum[np.maximum(r, a)] - cum[a]
+        score = _score(rule, cap, got, r)
+        score[~cand] = np.inf
+        y = int(score.argmin())
+        b = int(r[y])
+        spans.append((y, a, b))
+        free[y] = False
+        a = b
+    return tuple(spans)
+
+
+def _score(rule: str, cap: np.ndarray, got: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Smaller is better; float ties are broken by np.argmin's first (lowest) peer index."""
+    if rule == "waste":
+        return cap - got
+    if rule == "ratio":
+        return -got / np.maximum(cap, 1e-300)
+    if rule == "reach":
+        return -reach.astype(float) + cap / (cap.max() * 2 + 1e-300)
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+RULES = ("waste", "ratio", "reach")
+
+
+class _Budget(Exception):
+    """The search ran out of nodes (nothing proven)."""
+
+
+class ChainSearch:
+    """Exact decision at T by depth-first search over (boundary, unused peers), with a node budget.
+
+    Moves: an unused peer that may start at the current boundary takes a span to an end from
+    which the rest is still reachable. Only ends not dominated by a further end with no more
+    bits to send are tried (a chain from the nearer end can be cut at the further one). A state
+    whose unused peers' capacities (FLOPs, layers) over the rest of the chain fall short of what
+    is left is cut off; failed states are remembered. The first dive is the thrifty greedy.
+    """
+
+    def __init__(self, cm: CostModel, th: Threshold) -> None:
+        self.cm, self.th, L = cm, th, cm.num_layers
+        fin = can_finish(th)
+        self.good_end = th.end_ok & fin[:, None]
+        last_good = _last_true(self.good_end)
+        self.reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)
+        flops = np.array([lay.flops for lay in cm.profile.layers], dtype=float)
+        self.cum = np.concatenate([[0.0], np.cumsum(flops)])
+        self.cap = span_capacity(th, flops)
+        self.need = [(self.cum[-1] - self.cum, _suffix_capacity(th, self.reach, self.cum)),
+                     (float(L) - np.arange(L + 1), _suffix_capacity(th, self.reach, np.arange(L + 1.0)))]
+        self.failed: set[tuple[int, bytes]] = set()
+        self.nodes = 0
+
+    def run(self, budget: int) -> tuple[tuple[Span, ...] | None, bool]:
+        """(chain, proven): a chain within T; or None with proven=True (none exists) or False."""
+        if not self.th.start_ok[0].any() or not self.th.alive.any():
+            return None, True
+        self.budget = budget
+        try:
+            found = self._dfs(0, self.th.alive.copy())
+        except _Budget:
+            return None, False
+        return (tuple(found), True) if found is not None else (None, True)
+
+    def _dfs(self, a: int, free: np.ndarray) -> list[Span] | None:
+        if a == self.cm.num_layers:
+            return []
+        key = (a, np.packbits(free).tobytes())
+        if key in self.failed:
+            return None
+        self.nodes += 1
+        if self.nodes > self.budget:
+            raise _Budget
+        for left, cap in self.need:
+            if float(cap[a][free].sum()) < left[a] * (1 - 1e-12):
+                self.failed.add(key)
+                return None
+        r = self.reach[a]
+        cand = np.flatnonzero(free & self.th.start_ok[a] & (r > a))
+        if len(cand):
+            score = self.cap[cand] - (self.cum[r[cand]] - self.cum[a])
+            for y in cand[np.argsort(score, kind="stable")]:
+                free[y] = False
+                for b in self._ends(a, int(y)):
+                    rest = self._dfs(b, free)
+                    if rest is not None:
+                        free[y] = True
+                        return [(int(y), a, b), *rest]
+                free[y] = True
+        self.failed.add(key)
+        return None
+
+    def _ends(self, a: int, y: int) -> list[int]:
+        """Good ends of y's span from a, furthest first, skipping ones a further end dominates."""
+        hi = int(self.reach[a, y])
+        ends = np.flatnonzero(self.good_end[a + 1:hi + 1, y])[::-1] + a + 1
+        bits = self.cm.bits[ends]
+        best = np.minimum.accumulate(bits)  # smallest bits among ends at least this far
+        keep = np.ones(len(ends), dtype=bool)
+        keep[1:] = bits[1:] < best[:-1]
+        return [int(b) for b in ends[keep]]
+
+
+def _suffix_capacity(th: Threshold, reach: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """(L+1, P): the most weight one span of the peer starting at or after a can cover."""
+    Lp1 = reach.shape[0]
+    a = np.arange(Lp1)[:, None]
+    ok = th.start_ok & (reach > a)
+    got = np.where(ok, cum[np.clip(reach, 0, Lp1 - 1)] - cum[a], 0.0)
+    return np.maximum.accumulate(got[::-1], axis=0)[::-1]
