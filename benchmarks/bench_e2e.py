@@ -115,7 +115,10 @@ def report(names: list[str], local: dict, swarm: dict, cold_s: float, cold_rc: i
         "swarm node computes, and as the calibration the nodes advertise is measured); the swarm's nodes emulate "
         "slower devices (compute slowdown 1-8x, 20-900 Mbit/s uplinks), and all five plus the requester share this "
         "machine's cores, so the swarm is not expected to beat --local here: the columns show the overhead of the "
-        "network path and how close the planner's predictions come.",
+        "network path and how close the planner's predictions come. Streamed throughput is bounded by this "
+        "machine's real cores (every hop's real compute and frame handling share them, and one Python process's "
+        "GIL), while the planner's prediction assumes independent devices; emulated slowdowns are waits, not "
+        "compute, so they do overlap.",
         "",
         "| model | local p50 ms | swarm p50 ms | predicted ms | hops | setup ms | local req/s | swarm stream req/s "
         "| predicted req/s | stream hops |",
