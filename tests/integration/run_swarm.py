@@ -3,8 +3,12 @@ swarm of real Nodes (p2pinfer.swarm.LocalSwarm) plus a Requester on it."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+import queue
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+import trio
 
 from p2pinfer.client import Requester, RequesterConfig, RequesterHooks
 from p2pinfer.config import NodeConfig, config_from_dict
@@ -46,3 +50,35 @@ async def swarm_and_requester(configs: Sequence[NodeConfig], store: ModelStore, 
     async with LocalSwarm(list(configs), store=store, options=options) as swarm:
         async with Requester(swarm.bootstrap_addrs, store=store, config=config, hooks=hooks) as requester:
             yield swarm, requester
+
+
+@contextmanager
+def swarm_in_thread(configs: Sequence[NodeConfig], store: ModelStore, *,
+                    options: SwarmOptions = FULL_SPEED, timeout: float = 60.0) -> Iterator[LocalSwarm]:
+    """A LocalSwarm running in its own thread (own trio run), for sync tests that call the CLI's
+    `main` (which starts a trio run of its own). Stopped and joined on exit."""
+    ready: queue.Queue[tuple[LocalSwarm, trio.lowlevel.TrioToken, trio.CancelScope] | BaseException] = queue.Queue()
+
+    async def serve() -> None:
+        with trio.CancelScope() as scope:
+            try:
+                swarm = LocalSwarm(list(configs), store=store, options=options)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(swarm.run)
+                    ready.put((swarm, trio.lowlevel.current_trio_token(), scope))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                ready.put(exc)
+                raise
+
+    thread = threading.Thread(target=lambda: trio.run(serve), daemon=True)
+    thread.start()
+    item = ready.get(timeout=timeout)
+    if isinstance(item, BaseException):
+        raise item
+    swarm, token, scope = item
+    try:
+        yield swarm
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(timeout=timeout)
+        assert not thread.is_alive(), "the swarm thread did not stop"

@@ -24,7 +24,7 @@ from p2pinfer.models.store import ModelStore
 from p2pinfer.net.hop_protocol import HopConfig
 from p2pinfer.swarm import SwarmOptions
 
-from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester
+from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester, swarm_in_thread
 
 X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
 
@@ -150,3 +150,14 @@ async def test_no_peers_left_after_exclusions_is_a_network_error(store: ModelSto
                                    config=TEST_REQUESTER) as (_swarm, requester):
         with trio.fail_after(30), pytest.raises(NetworkError, match="no usable peers"):
             await requester.infer("mlp", X)
+
+
+def test_cli_reports_a_refusing_peer_in_one_line(store: ModelStore, capsys: pytest.CaptureFixture[str]) -> None:
+    configs, options = _liar_swarm()
+    np.save(store.root / "x.npy", X)
+    with swarm_in_thread(configs, store, options=options) as swarm:
+        liar = next(m.peer_id for m in swarm.members if m.name == LIAR)
+        code, last = _run(capsys, "mlp", "--input", str(store.root / "x.npy"), "--bootstrap", swarm.bootstrap_addrs[0],
+                          "--data-dir", str(store.root))
+    assert code == 2 and last.startswith("p2pinfer: error: ")
+    assert liar in last and "out-of-memory" in last, last
