@@ -25,17 +25,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .chain_dp import dssr, pass_work
+from .chain_dp import dssr, pass_work, repeated, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 from .polish import polish
+from .flow_lp import solve_flow
 from .threshold import CAP_SLACK, ChainSearch, at, proven_infeasible
 
 _TOL = 1.001  # real-valued bisections stop within 0.1%
 _FEW = 48  # candidate values in (lb, hi) bisected exactly when at most this many
-_NODES = 400  # chain-search nodes per probe while bisecting reals
-_EXACT_NODES = 20_000  # per probe on the final exact candidates
-_TIEBREAK_WORK = 2_000_000  # DP work the latency tie-break may spend at least
+_NODES = 300  # chain-search nodes per probe while bisecting reals (and on exact candidates, many peers)
+_EXACT_NODES = 20_000  # per probe on the exact candidates when few peers are usable
+_SMALL_PEERS = 16  # "few peers"
+_LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
+_LP_PROBES = 6
+_TIEBREAK_WORK = 4_000_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,12 @@ def candidates_between(cm: CostModel, lo: float, hi: float, limit: int) -> np.nd
 class _Search:
     """Bisection state: the best chain, `hi` its bottleneck, `lb` the largest T proven infeasible."""
 
-    def __init__(self, cm: CostModel) -> None:
-        self.cm = cm
+    def __init__(self, cm: CostModel, nodes: int) -> None:
+        self.cm, self.nodes = cm, nodes  # chain-search nodes per probe
         self.best: tuple[Span, ...] | None = None
         self.hi = math.inf
         self.lb = 0.0
+        self.lp_ok = True  # the flow LP is available and small enough
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
         if spans is not None:
@@ -101,13 +106,25 @@ class _Search:
             if value < self.hi:
                 self.best, self.hi = spans, value
 
-    def probe(self, t: float, nodes: int) -> bool | None:
-        """True: a chain within t (recorded); False: proven none; None: undecided."""
+    def probe(self, t: float, nodes: int, lp: bool = False) -> bool | None:
+        """True: a chain within t (recorded); False: proven none; None: undecided.
+
+        With `lp`, the flow LP is asked first: it may prove t infeasible, else it guides the search."""
         th = at(self.cm, t)
         if proven_infeasible(self.cm, th):
             self.lb = max(self.lb, t)
             return False
-        spans, proven = ChainSearch(self.cm, th).run(nodes)
+        guide = None
+        if lp and self.lp_ok:
+            got = solve_flow(self.cm, th)
+            if got is None:
+                self.lp_ok = False
+            elif not got[0]:
+                self.lb = max(self.lb, t)
+                return False
+            else:
+                guide = got[1]
+        spans, proven = ChainSearch(self.cm, th, guide).run(nodes)
         if spans is not None:
             self.offer(spans)
             return True
@@ -116,11 +133,33 @@ class _Search:
             return False
         return None
 
-    def prove_lower(self, lo: float, hi: float) -> None:
-        """Largest T in [lo, hi) proven infeasible by the cheap proofs, to within _TOL."""
-        if not proven_infeasible(self.cm, at(self.cm, lo)):
-            return
-        self.lb = max(self.lb, lo)
+    def bisect(self, nodes: int, tol: float, lp: bool = False, max_probes: int = 64, lo: float = 0.0) -> None:
+        """Log-scale bisection of (max(lb, lo), hi); an undecided probe counts as 'no chain' for
+        the direction but proves nothing."""
+        lo = max(lo, self.lb)
+        for _ in range(max_probes):
+            if self.hi <= lo * tol:
+                return
+            mid = math.sqrt(lo * self.hi)
+            if not self.probe(mid, nodes, lp):
+                lo = mid
+
+    def ascend(self, nodes: int) -> float:
+        """Probe just above lb, then geometrically further, until a chain turns up (the proofs
+        are usually within a few percent of the optimum). Returns the last T without a chain."""
+        step, lo = 0.002, self.lb
+        while self.hi > lo * _TOL:
+            t = self.lb * (1 + step)
+            if t >= self.hi:
+                return lo
+            if self.probe(t, nodes):
+                return lo
+            lo, step = t, step * 3
+        return lo
+
+    def prove_lower(self, hi: float) -> None:
+        """Raise lb towards hi with the cheap proofs alone (monotone in T), to within _TOL."""
+        lo = self.lb
         while hi > lo * _TOL:
             mid = math.sqrt(lo * hi)
             if proven_infeasible(self.cm, at(self.cm, mid)):
@@ -128,28 +167,26 @@ class _Search:
             else:
                 hi = mid
 
-    def lower_hi(self) -> None:
-        """Bisect (lb, hi) with the chain search; undecided probes count as 'no chain'."""
-        lo = self.lb
-        while self.hi > lo * _TOL:
-            mid = math.sqrt(lo * self.hi) if lo > 0 else self.hi / 2
-            if not self.probe(mid, _NODES):
-                lo = mid
-
     def exact(self, cands: np.ndarray) -> bool:
         """Bisect the candidate values below hi; True when every one of them is proven infeasible."""
         lo, hi = -1, len(cands)  # cands[lo] proven infeasible (or none), cands[hi:] >= self.hi
         proven = True
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            got = self.probe(float(cands[mid]), _EXACT_NODES)
+            got = self.probe(float(cands[mid]), self.nodes)
             if got:
-                hi = min(hi, int(np.searchsorted(cands, self.hi * (1 - CAP_SLACK))))
-                hi = min(hi, mid)
+                hi = min(mid, int(np.searchsorted(cands, self.hi * (1 - CAP_SLACK))))
             else:
                 proven &= got is False
                 lo = mid
         return proven
+
+    def optimal(self) -> bool:
+        """hi is proven optimal: no candidate value between the proven bound and hi."""
+        if self.hi <= self.lb * (1 + CAP_SLACK):
+            return True
+        cands = candidates_between(self.cm, self.lb * (1 + CAP_SLACK), self.hi * (1 - CAP_SLACK), 0)
+        return cands is not None and len(cands) == 0
 
 
 def search_bottleneck(cm: CostModel, options: PlannerOptions,
@@ -158,47 +195,53 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
 
     `incumbents()` gives known feasible chains (e.g. baselines): the result is never worse.
     """
-    s = _Search(cm)
     lb0 = trivial_lower_bound(cm)
-    s.probe(lb0, _NODES)
-    if s.best is None:
-        for spans in incumbents():
-            s.offer(spans)
-    if s.best is None:  # any chain at all? (memory and distinct peers only)
-        th = at(cm, math.inf)
-        if proven_infeasible(cm, th):
-            return BottleneckResult(None, math.inf, True)
-        spans, proven = ChainSearch(cm, th).run(_EXACT_NODES)
+    th = at(cm, math.inf)  # any chain at all? (memory and distinct peers only)
+    if proven_infeasible(cm, th):
+        return BottleneckResult(None, math.inf, True)
+    alive = int(th.alive.sum())
+    s = _Search(cm, _EXACT_NODES if alive <= _SMALL_PEERS else _NODES)
+    s.lb = lb0 * (1 - 2 * CAP_SLACK)  # below the bound, so that lb0 itself gets probed
+    spans, proven = ChainSearch(cm, th).run(_EXACT_NODES)
+    if spans is None:
+        spans = next(iter(sorted(incumbents(), key=lambda c: bottleneck_of(cm, c))), None)
         if spans is None:
             return BottleneckResult(None, math.inf, proven)
-        s.offer(spans)
-    if s.hi <= lb0 * (1 + CAP_SLACK):
-        return BottleneckResult(_fastest_within(cm, s.best, s.hi, options), s.hi, True)
-    s.prove_lower(lb0, s.hi)
-    s.lower_hi()
-    optimal = s.hi <= s.lb * (1 + CAP_SLACK) or s.hi <= lb0 * (1 + CAP_SLACK)
+    s.offer(spans)
+    s.prove_lower(s.hi)
+    s.bisect(s.nodes, _TOL, lo=s.ascend(s.nodes))
+    optimal = s.optimal()
     if not optimal:
         cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
-        if cands is not None:
-            optimal = s.exact(cands)
+        optimal = cands is not None and s.exact(cands)
+    if not optimal and s.hi > s.lb * (1 + _LP_GAP):  # the flow LP: stronger bound, guided search
+        s.bisect(s.nodes, _TOL, lp=True, max_probes=_LP_PROBES)
+        optimal = s.optimal()
     if not optimal:
+        for spans in incumbents():
+            s.offer(spans)
         s.offer(polish(cm, s.best))
     best = _fastest_within(cm, s.best, s.hi, options)
     return BottleneckResult(best, s.hi if optimal else min(max(s.lb, lb0), s.hi), optimal)
 
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions) -> tuple[Span, ...]:
-    """The lowest-latency chain with bottleneck <= hi: the capped latency DP (exact when DSSR
-    finishes within budget), restricted to peers that have a span within hi."""
+    """The lowest-latency chain with bottleneck <= hi: the capped latency DP, restricted to peers
+    that have a span within hi. Exact (DSSR) when small; otherwise one relaxed pass, used only
+    when its optimum happens to use distinct peers (then it is exact too)."""
     keep = [int(y) for y in np.flatnonzero(at(cm, hi).alive)]
     if not keep:
         return spans
-    sub = restrict(cm, keep)
-    budget = min(options.search_budget, max(8 * pass_work(sub, 0), _TIEBREAK_WORK))
-    res = dssr(sub, "sum", cap=hi * (1 + CAP_SLACK), budget=budget, max_critical=options.max_critical)
-    if res.spans is None:
+    sub, cap = restrict(cm, keep), hi * (1 + CAP_SLACK)
+    if pass_work(sub, len(keep)) <= _TIEBREAK_WORK:
+        res = dssr(sub, "sum", cap=cap, budget=options.search_budget, max_critical=options.max_critical)
+        found = res.spans
+    else:
+        sol = solve(sub, "sum", cap=cap)
+        found = sol.spans if sol is not None and not repeated(sol.spans) else None
+    if found is None:
         return spans
-    cand = tuple((keep[y], a, b) for y, a, b in res.spans)
+    cand = tuple((keep[y], a, b) for y, a, b in found)
     mine, theirs = cm.evaluate(spans, "throughput"), cm.evaluate(cand, "throughput")
     if theirs.bottleneck_s <= hi * (1 + CAP_SLACK) and theirs.predicted_latency_s < mine.predicted_latency_s:
         return cand

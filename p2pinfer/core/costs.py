@@ -16,6 +16,7 @@ once, amortised over `amortize_requests` requests.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -89,10 +90,15 @@ class CostModel:
     def num_peers(self) -> int:
         return len(self.peers)
 
-    @property
+    @cached_property
     def stage(self) -> np.ndarray:
-        """(P, L+1) cumulative per-request busy time: compute + amortised fetch."""
+        """(P, L+1) cumulative per-request busy time: compute + amortised fetch (computed once)."""
         return self.compute + self.fetch
+
+    @cached_property
+    def layer_flops(self) -> np.ndarray:
+        """(L,) FLOPs of each layer, as floats."""
+        return np.array([lay.flops for lay in self.profile.layers], dtype=float)
 
     def fits(self, y: int, a: int, b: int) -> bool:
         return bool(self.params[b] - self.params[a] <= self.mem[y])

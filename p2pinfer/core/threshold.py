@@ -38,6 +38,7 @@ class Threshold:
     start_ok: np.ndarray  # (L+1, P) bool: peer may receive at boundary a
     end_ok: np.ndarray  # (L+1, P) bool: peer may send at boundary b
     alive: np.ndarray  # (P,) bool: peer has at least one allowed span
+    first: np.ndarray  # (L+1, P) earliest allowed start of a span ending at b (L+1: none)
 
 
 def at(cm: CostModel, t: float) -> Threshold:
@@ -53,12 +54,12 @@ def at(cm: CostModel, t: float) -> Threshold:
     end_ok[0] = False
     start_ok[L] = False
     hi_end = _hi_end(lo)
-    # a peer with no allowed span anywhere: no (a, b) with start_ok, end_ok and lo[b] <= a < b
-    prev_start = _last_true(start_ok)  # (L+1, P) latest allowed start <= index (-1: none)
-    usable = end_ok.copy()
-    usable[1:] &= prev_start[:-1] >= lo[1:]
-    usable[0] = False
-    return Threshold(t, lo, hi_end, start_ok, end_ok, usable.any(axis=0))
+    b = np.arange(L + 1)[:, None]
+    nxt = np.minimum.accumulate(np.where(start_ok, b, L + 1)[::-1], axis=0)[::-1]  # next allowed start >= i
+    first = np.take_along_axis(nxt, lo, axis=0)
+    first = np.where(end_ok & (first < b), first, L + 1)
+    alive = (first <= L).any(axis=0)
+    return Threshold(t, lo, hi_end, start_ok, end_ok, alive, first)
 
 
 def _hi_end(lo: np.ndarray) -> np.ndarray:
@@ -77,44 +78,42 @@ def _last_true(mask: np.ndarray) -> np.ndarray:
 
 
 def relaxed_reach(th: Threshold) -> np.ndarray:
-    """(L+1,) bool: boundaries a chain within T can reach from 0 if peers may repeat."""
-    Lp1, P = th.lo.shape
+    """(L+1,) bool: boundaries a chain within T can reach from 0 if peers may repeat.
+
+    Fixpoint of one-hop steps, each a few (L+1, P) array operations; the number of rounds is
+    the hop count of the shortest relaxed chain, usually a handful."""
+    Lp1 = th.lo.shape[0]
     reach = np.zeros(Lp1, dtype=bool)
     reach[0] = True
-    last = np.where(th.start_ok[0], 0, -1)  # latest reachable allowed start per peer
-    for b in range(1, Lp1):
-        reach[b] = bool(np.any(th.end_ok[b] & (last >= th.lo[b])))
-        if reach[b]:
-            last = np.where(th.start_ok[b], b, last)
-    return reach
+    while True:
+        last = _last_true(th.start_ok & reach[:, None])  # latest reachable allowed start <= i
+        new = reach.copy()
+        new[1:] |= np.any(th.end_ok[1:] & (last[:-1] >= th.lo[1:]), axis=1)
+        if np.array_equal(new, reach):
+            return reach
+        reach = new
 
 
 def can_finish(th: Threshold) -> np.ndarray:
     """(L+1,) bool: boundaries from which the end L is reachable within T if peers may repeat."""
-    Lp1, P = th.lo.shape
-    L = Lp1 - 1
+    Lp1 = th.lo.shape[0]
     fin = np.zeros(Lp1, dtype=bool)
-    fin[L] = True
-    nxt = np.where(th.end_ok[L], L, Lp1)  # smallest finishing allowed end > a, per peer
-    for a in range(L - 1, -1, -1):
-        fin[a] = bool(np.any(th.start_ok[a] & (nxt <= th.hi_end[a])))
-        if fin[a]:
-            nxt = np.where(th.end_ok[a], a, nxt)
-    return fin
+    fin[-1] = True
+    hi = np.clip(th.hi_end, 0, Lp1 - 1)
+    a = np.arange(Lp1)[:, None]
+    while True:
+        last = np.take_along_axis(_last_true(th.end_ok & fin[:, None]), hi, axis=0)  # furthest finishing end
+        new = fin | np.any(th.start_ok & (last > a), axis=1)
+        if np.array_equal(new, fin):
+            return fin
+        fin = new
 
 
 def span_capacity(th: Threshold, weight: np.ndarray) -> np.ndarray:
     """(P,) the most total `weight` (per layer, >= 0) any one allowed span of each peer covers."""
-    Lp1, P = th.lo.shape
-    cum = np.concatenate([[0.0], np.cumsum(weight, dtype=float)])
-    b = np.arange(Lp1)[:, None]
-    # earliest allowed start >= lo[b]: next start_ok at or after lo
-    nxt = np.where(th.start_ok, b, Lp1)
-    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]
-    start = np.take_along_axis(np.vstack([nxt, np.full((1, P), Lp1)]), np.minimum(th.lo, Lp1), axis=0)
-    ok = th.end_ok & (start < b)
-    got = np.where(ok, cum[b] - cum[np.minimum(start, Lp1 - 1)], 0.0)
-    return got.max(axis=0)
+    Lp1 = th.lo.shape[0]
+    cum = np.concatenate([[0.0], np.cumsum(weight, dtype=float), [np.inf]])  # index L+1: no span
+    return np.maximum(cum[:Lp1, None] - cum[th.first], 0.0).max(axis=0)
 
 
 def capacity_short(cm: CostModel, th: Threshold) -> bool:
@@ -124,9 +123,7 @@ def capacity_short(cm: CostModel, th: Threshold) -> bool:
     weight; layers, FLOPs and parameter bytes are three such weights.
     """
     L = cm.num_layers
-    weights = (np.ones(L), np.array([lay.flops for lay in cm.profile.layers], dtype=float),
-               np.diff(cm.params).astype(float))
-    for w in weights:
+    for w in (np.ones(L), cm.layer_flops, np.diff(cm.params).astype(float)):
         total = float(w.sum())
         if total > 0 and float(span_capacity(th, w).sum()) < total * (1 - 1e-12):
             return True
@@ -153,9 +150,8 @@ def greedy_chain(cm: CostModel, th: Threshold, rule: str = "waste") -> tuple[Spa
     good_end = th.end_ok & fin[:, None]
     last_good = _last_true(good_end)  # (L+1, P)
     reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)  # (L+1, P) furthest good end
-    flops = np.array([lay.flops for lay in cm.profile.layers], dtype=float)
-    cap = span_capacity(th, flops)
-    cum = np.concatenate([[0.0], np.cumsum(flops)])
+    cap = span_capacity(th, cm.layer_flops)
+    cum = np.concatenate([[0.0], np.cumsum(cm.layer_flops)])
     free = th.alive.copy()
     spans: list[Span] = []
     a = 0
@@ -203,15 +199,16 @@ class ChainSearch:
     is left is cut off; failed states are remembered. The first dive is the thrifty greedy.
     """
 
-    def __init__(self, cm: CostModel, th: Threshold) -> None:
+    def __init__(self, cm: CostModel, th: Threshold,
+                 guide: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.cm, self.th, L = cm, th, cm.num_layers
+        self.guide = guide  # (L+1, P) preference and preferred end, e.g. from the flow LP
         fin = can_finish(th)
         self.good_end = th.end_ok & fin[:, None]
         last_good = _last_true(self.good_end)
         self.reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)
-        flops = np.array([lay.flops for lay in cm.profile.layers], dtype=float)
-        self.cum = np.concatenate([[0.0], np.cumsum(flops)])
-        self.cap = span_capacity(th, flops)
+        self.cum = np.concatenate([[0.0], np.cumsum(cm.layer_flops)])
+        self.cap = span_capacity(th, cm.layer_flops)
         self.need = [(self.cum[-1] - self.cum, _suffix_capacity(th, self.reach, self.cum)),
                      (float(L) - np.arange(L + 1), _suffix_capacity(th, self.reach, np.arange(L + 1.0)))]
         self.failed: set[tuple[int, bytes]] = set()
@@ -244,7 +241,7 @@ class ChainSearch:
         r = self.reach[a]
         cand = np.flatnonzero(free & self.th.start_ok[a] & (r > a))
         if len(cand):
-            score = self.cap[cand] - (self.cum[r[cand]] - self.cum[a])
+            score = self._score(a, cand, r)
             for y in cand[np.argsort(score, kind="stable")]:
                 free[y] = False
                 for b in self._ends(a, int(y)):
@@ -256,6 +253,14 @@ class ChainSearch:
         self.failed.add(key)
         return None
 
+    def _score(self, a: int, cand: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Order of the peers tried at a: least FLOPs capacity left unused first (thrifty),
+        after the guide's preference when there is one."""
+        waste = self.cap[cand] - (self.cum[r[cand]] - self.cum[a])
+        if self.guide is None:
+            return waste
+        return -self.guide[0][a, cand] * (1 + float(np.abs(waste).max())) + waste
+
     def _ends(self, a: int, y: int) -> list[int]:
         """Good ends of y's span from a, furthest first, skipping ones a further end dominates."""
         hi = int(self.reach[a, y])
@@ -264,7 +269,12 @@ class ChainSearch:
         best = np.minimum.accumulate(bits)  # smallest bits among ends at least this far
         keep = np.ones(len(ends), dtype=bool)
         keep[1:] = bits[1:] < best[:-1]
-        return [int(b) for b in ends[keep]]
+        out = [int(b) for b in ends[keep]]
+        if self.guide is not None:
+            pick = int(self.guide[1][a, y])
+            if a < pick <= hi and self.good_end[pick, y]:
+                out = [pick] + [b for b in out if b != pick]
+        return out
 
 
 def _suffix_capacity(th: Threshold, reach: np.ndarray, cum: np.ndarray) -> np.ndarray:
