@@ -151,6 +151,7 @@ class Requester:
 
     async def infer(self, model: str, input: Input, *, objective: str = "latency") -> InferenceResult:
         """One input through the swarm: discover, plan, set up a circuit, send, await the result."""
+        check_objective(objective)
         manifest = self.manifest(model)  # known model, all weights in our store (hops fetch from us)
         acts = self.load_input(manifest, input)  # checked against the input spec before any network
         excluded: frozenset[str] = frozenset()
@@ -180,6 +181,7 @@ class Requester:
                            on_result: Callable[[int], None] | None = None) -> StreamResult:
         """Many inputs pipelined through one circuit (at most `max_in_flight` unanswered);
         `on_result(done_count)` after each result (progress bars)."""
+        check_objective(objective)
         manifest = self.manifest(model)
         batch = [self.load_input(manifest, x) for x in inputs]
         if not batch:
@@ -251,10 +253,14 @@ class Requester:
         return snapshot_of(records, self.config.link, self.hooks.reputation), {r.peer_id: tuple(r.addrs) for r in records}
 
     def plan(self, manifest: Manifest, snapshot: SwarmSnapshot, objective: str) -> Plan:
-        if objective not in OBJECTIVES:
-            raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        check_objective(objective)
         return planner.plan(profiling.profile(manifest, self.store), snapshot, objective=objective,
                             options=self.config.planner)
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
 
 
 def snapshot_of(records: Sequence[CapabilityRecord], link: RequesterSpec,

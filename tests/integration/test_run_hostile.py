@@ -18,7 +18,7 @@ import trio
 from p2pinfer.cli import main
 from p2pinfer.client import Attempt, Requester, RequesterHooks, Retry
 from p2pinfer.crypto.identity import Identity
-from p2pinfer.errors import CircuitError, HopRefusedError, InputError, NetworkError, UnknownModelError
+from p2pinfer.errors import CircuitError, HopRefusedError, InputError, NetworkError, PlanError, UnknownModelError
 from p2pinfer.models import zoo
 from p2pinfer.models.store import ModelStore
 from p2pinfer.net.hop_protocol import HopConfig
@@ -88,6 +88,8 @@ async def test_requester_rejects_unknown_models_and_bad_inputs_before_the_networ
         await requester.infer("mlp", {"x": np.zeros((1, 63), np.float32)})
     with pytest.raises(InputError, match="takes tensors"):
         await requester.infer("mlp", {"y": X})
+    with pytest.raises(PlanError, match="unknown objective 'fastest'"):
+        await requester.infer("mlp", X, objective="fastest")
 
 
 LIAR = "liar"  # advertises 1 GiB and the fastest compute, but its hop accepts 1 KiB of weights

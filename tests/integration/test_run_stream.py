@@ -1,7 +1,8 @@
 """`p2pinfer run --swarm DIR --input-file FILE --json`: an embedded swarm from a directory of
 node configs, many inputs (an .npy batch, or one text per line) streamed through one pipelined
 circuit; every output equals local compute, and the JSON carries the outputs and throughput.
-(In-process `main`: the CLI starts its own trio run, so these are sync tests.)"""
+(In-process `main`: the CLI starts its own trio run, so these are sync tests.) Also: several
+concurrent requests on one Requester, each over its own circuit, each get their own result."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trio
 
 from p2pinfer.cli import main
 from p2pinfer.models import zoo
 from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.io import tokenize
 from p2pinfer.models.store import ModelStore
+
+from tests.integration.run_swarm import node_config, swarm_and_requester
 
 
 def _swarm_dir(tmp: Path, n: int = 3) -> Path:
@@ -65,3 +69,23 @@ def test_text_lines_stream_in_order(tmp_path: Path, capsys: pytest.CaptureFixtur
     for text, out in zip([line for line in lines if line], doc["outputs"]):
         want = executor.run(manifest, 0, manifest.num_layers, tokenize(manifest, text, store=store))["embedding"]
         assert float(np.max(np.abs(np.asarray(out["data"], np.float32) - want.numpy().reshape(-1)))) <= 1e-5
+
+
+async def test_concurrent_requests_on_one_requester_each_get_their_own_result(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    manifest = zoo.get_manifest("mlp", store=store)
+    inputs = [np.full((1, 64), v, np.float32) for v in (-1.0, 0.25, 0.5, 2.0)]
+    results: dict[int, np.ndarray] = {}
+    configs = [node_config(f"c{i}", gflops=10.0 + i) for i in range(3)]
+    async with swarm_and_requester(configs, store) as (_swarm, requester):
+        async def one(i: int) -> None:
+            results[i] = (await requester.infer("mlp", inputs[i])).output["x"]
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(len(inputs)):
+                    nursery.start_soon(one, i)
+    executor = SpanExecutor(store)
+    for i, x in enumerate(inputs):
+        want = executor.run(manifest, 0, manifest.num_layers, {"x": torch.from_numpy(x)})["x"].numpy()
+        assert float(np.max(np.abs(results[i] - want))) <= 1e-5
