@@ -71,7 +71,7 @@ def test_import_then_run_the_imported_minilm(capsys: pytest.CaptureFixture[str],
         (["run", "nope", "--input", "x", "--local"], "unknown model 'nope'"),
         (["run", "mlp", "--input", "/no/such.npy", "--local"], "is not a readable file"),
         (["run", "mlp", "--input", "{bad}", "--local"], "has dtype float64"),
-        (["run", "mlp", "--input", "hello"], "only 'p2pinfer run MODEL --input X --local'"),
+        (["run", "mlp", "--input", "hello"], "input 'hello' is not a readable file"),  # swarm mode: checked before any network
         (["models", "show", "nope"], "unknown model 'nope'"),
         (["models", "import", "/no/such/dir"], "is not a BERT checkpoint directory"),
     ],
