@@ -37,9 +37,10 @@ _FEW = 48  # candidate values in (lb, hi) bisected exactly when at most this man
 _NODES = 300  # chain-search nodes per probe while bisecting reals (and on exact candidates, many peers)
 _EXACT_NODES = 20_000  # per probe on the exact candidates when few peers are usable
 _SMALL_PEERS = 16  # "few peers"
+_MIN_NODES = 64
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 6
-_TIEBREAK_WORK = 4_000_000  # exact latency tie-break (DSSR) when every peer could be critical within this
+_TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class _Search:
 
     def __init__(self, cm: CostModel, nodes: int) -> None:
         self.cm, self.nodes = cm, nodes  # chain-search nodes per probe
+        self.work, self.keep = cm, list(range(cm.num_peers))  # probes run on these peers
         self.best: tuple[Span, ...] | None = None
         self.hi = math.inf
         self.lb = 0.0
@@ -106,17 +108,24 @@ class _Search:
             if value < self.hi:
                 self.best, self.hi = spans, value
 
+    def narrow(self) -> None:
+        """Probe only peers with a span within hi from now on: every later probe is below hi,
+        where the others cannot serve at all (so proofs on the rest hold for all peers)."""
+        keep = [int(y) for y in np.flatnonzero(at(self.cm, self.hi).alive)]
+        if keep and len(keep) < self.cm.num_peers:
+            self.work, self.keep = restrict(self.cm, keep), keep
+
     def probe(self, t: float, nodes: int, lp: bool = False) -> bool | None:
         """True: a chain within t (recorded); False: proven none; None: undecided.
 
         With `lp`, the flow LP is asked first: it may prove t infeasible, else it guides the search."""
-        th = at(self.cm, t)
-        if proven_infeasible(self.cm, th):
+        th = at(self.work, t)
+        if proven_infeasible(self.work, th):
             self.lb = max(self.lb, t)
             return False
         guide = None
         if lp and self.lp_ok:
-            got = solve_flow(self.cm, th)
+            got = solve_flow(self.work, th)
             if got is None:
                 self.lp_ok = False
             elif not got[0]:
@@ -124,9 +133,9 @@ class _Search:
                 return False
             else:
                 guide = got[1]
-        spans, proven = ChainSearch(self.cm, th, guide).run(nodes)
+        spans, proven = ChainSearch(self.work, th, guide).run(nodes)
         if spans is not None:
-            self.offer(spans)
+            self.offer(tuple((self.keep[y], a, b) for y, a, b in spans))
             return True
         if proven:
             self.lb = max(self.lb, t)
@@ -135,14 +144,20 @@ class _Search:
 
     def bisect(self, nodes: int, tol: float, lp: bool = False, max_probes: int = 64, lo: float = 0.0) -> None:
         """Log-scale bisection of (max(lb, lo), hi); an undecided probe counts as 'no chain' for
-        the direction but proves nothing."""
-        lo = max(lo, self.lb)
+        the direction but proves nothing. After each new chain the value just below it is tried
+        first: the chain search's first find is often optimal, and then one probe proves it."""
+        lo, below = max(lo, self.lb), True
         for _ in range(max_probes):
             if self.hi <= lo * tol:
                 return
-            mid = math.sqrt(lo * self.hi)
-            if not self.probe(mid, nodes, lp):
-                lo = mid
+            t = self.hi * (1 - 3 * CAP_SLACK) if below else math.sqrt(lo * self.hi)
+            got = self.probe(t, nodes, lp)
+            if got:
+                below = not below  # alternate, so that small steps down cannot stall the search
+            else:
+                if got is False or not below:  # an undecided probe just below hi moves nothing
+                    lo = max(lo, t)
+                below = False
 
     def ascend(self, nodes: int) -> float:
         """Probe just above lb, then geometrically further, until a chain turns up (the proofs
@@ -158,8 +173,16 @@ class _Search:
         return lo
 
     def prove_lower(self, hi: float) -> None:
-        """Raise lb towards hi with the cheap proofs alone (monotone in T), to within _TOL."""
-        lo = self.lb
+        """Raise lb towards hi with the cheap proofs alone (monotone in T), to within _TOL:
+        gallop up from lb (the bound is often close already), then bisect."""
+        lo, step = self.lb, _TOL - 1
+        while lo * (1 + step) < hi:
+            t = lo * (1 + step)
+            if not proven_infeasible(self.cm, at(self.cm, t)):
+                hi = t
+                break
+            lo = self.lb = max(self.lb, t)
+            step *= 4
         while hi > lo * _TOL:
             mid = math.sqrt(lo * hi)
             if proven_infeasible(self.cm, at(self.cm, mid)):
@@ -209,7 +232,12 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
             return BottleneckResult(None, math.inf, proven)
     s.offer(spans)
     s.prove_lower(s.hi)
-    s.bisect(s.nodes, _TOL, lo=s.ascend(s.nodes))
+    s.narrow()
+    if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe
+        s.nodes = _MIN_NODES + cm.num_layers
+    lo = s.ascend(s.nodes)
+    s.narrow()
+    s.bisect(s.nodes, _TOL, lo=lo)
     optimal = s.optimal()
     if not optimal:
         cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
@@ -220,7 +248,8 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     if not optimal:
         for spans in incumbents():
             s.offer(spans)
-        s.offer(polish(cm, s.best))
+        if s.hi > max(s.lb, lb0) * (1 + _LP_GAP):  # still loose: a local search may shave some off
+            s.offer(polish(cm, s.best))
     best = _fastest_within(cm, s.best, s.hi, options)
     return BottleneckResult(best, s.hi if optimal else min(max(s.lb, lb0), s.hi), optimal)
 

@@ -118,17 +118,21 @@ class CostModel:
                  lower_bound: float = 0.0, optimal: bool = False) -> Plan:
         """Price a chain of spans with the cost model; the one place plans get their numbers."""
         self._check_spans(spans)
-        hops, prev, bottleneck = [], REQUESTER, 0.0
-        for y, a, b in spans:
-            hop = Hop(self.peers[y].peer_id, a, b, float(self.compute[y, b] - self.compute[y, a]),
-                      self.transfer_s(prev, y, a), float(self.fetch[y, b] - self.fetch[y, a]))
-            bottleneck = max(bottleneck, hop.stage_s, self.bandwidth_s(prev, y, a))
-            hops.append(hop)
-            prev = y
-        out_s = self.transfer_s(prev, REQUESTER, self.num_layers)
-        bottleneck = max(bottleneck, self.bandwidth_s(prev, REQUESTER, self.num_layers))
+        y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
+        compute = (self.compute[y, b] - self.compute[y, a]).tolist()
+        fetch = (self.fetch[y, b] - self.fetch[y, a]).tolist()
+        src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
+        src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
+        bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
+        transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
+        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f)
+                     for yy, aa, bb, c, t, f in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch))
+        last = int(y[-1])
+        out_s = self.transfer_s(last, REQUESTER, self.num_layers)
+        bottleneck = max(max(h.stage_s for h in hops), float(bw_in.max()),
+                         self.bandwidth_s(last, REQUESTER, self.num_layers))
         latency = sum(h.transfer_in_s + h.stage_s for h in hops) + out_s
-        return Plan(objective, tuple(hops), out_s, latency, bottleneck, lower_bound, optimal, method)
+        return Plan(objective, hops, out_s, latency, bottleneck, lower_bound, optimal, method)
 
     def _check_spans(self, spans: Sequence[Span]) -> None:
         if not spans or spans[0][1] != 0 or spans[-1][2] != self.num_layers:

@@ -132,9 +132,9 @@ def capacity_short(cm: CostModel, th: Threshold) -> bool:
 
 def proven_infeasible(cm: CostModel, th: Threshold) -> bool:
     """True when T is proven out of reach (relaxed reachability or capacity counting)."""
-    if not th.alive.any() or not relaxed_reach(th)[-1]:
+    if not th.alive.any() or capacity_short(cm, th):  # the cheaper proof first
         return True
-    return capacity_short(cm, th)
+    return not relaxed_reach(th)[-1]
 
 
 def greedy_chain(cm: CostModel, th: Threshold, rule: str = "waste") -> tuple[Span, ...] | None:
@@ -212,6 +212,7 @@ class ChainSearch:
         self.need = [(self.cum[-1] - self.cum, _suffix_capacity(th, self.reach, self.cum)),
                      (float(L) - np.arange(L + 1), _suffix_capacity(th, self.reach, np.arange(L + 1.0)))]
         self.failed: set[tuple[int, bytes]] = set()
+        self.ends_cache: dict[tuple[int, int], list[int]] = {}
         self.nodes = 0
 
     def run(self, budget: int) -> tuple[tuple[Span, ...] | None, bool]:
@@ -235,7 +236,7 @@ class ChainSearch:
         if self.nodes > self.budget:
             raise _Budget
         for left, cap in self.need:
-            if float(cap[a][free].sum()) < left[a] * (1 - 1e-12):
+            if float(cap[a] @ free) < left[a] * (1 - 1e-12):
                 self.failed.add(key)
                 return None
         r = self.reach[a]
@@ -263,6 +264,12 @@ class ChainSearch:
 
     def _ends(self, a: int, y: int) -> list[int]:
         """Good ends of y's span from a, furthest first, skipping ones a further end dominates."""
+        got = self.ends_cache.get((a, y))
+        if got is None:
+            got = self.ends_cache[(a, y)] = self._compute_ends(a, y)
+        return got
+
+    def _compute_ends(self, a: int, y: int) -> list[int]:
         hi = int(self.reach[a, y])
         ends = np.flatnonzero(self.good_end[a + 1:hi + 1, y])[::-1] + a + 1
         bits = self.cm.bits[ends]
