@@ -38,6 +38,8 @@ _NODES = 300  # chain-search nodes per probe while bisecting reals (and on exact
 _EXACT_NODES = 20_000  # per probe on the exact candidates when few peers are usable
 _SMALL_PEERS = 16  # "few peers"
 _MIN_NODES = 64
+_BIG_STEP = 0.01  # a new chain this much better than the last: probe just below it next
+_NEAR = 0.03  # ... and also when it is this close to the bound
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 6
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
@@ -151,9 +153,10 @@ class _Search:
             if self.hi <= lo * tol:
                 return
             t = self.hi * (1 - 3 * CAP_SLACK) if below else math.sqrt(lo * self.hi)
+            before = self.hi
             got = self.probe(t, nodes, lp)
-            if got:
-                below = not below  # alternate, so that small steps down cannot stall the search
+            if got:  # after a big step down, or close to the bound, try just below again
+                below = not below or self.hi < before * (1 - _BIG_STEP) or self.hi <= lo * (1 + _NEAR)
             else:
                 if got is False or not below:  # an undecided probe just below hi moves nothing
                     lo = max(lo, t)
@@ -162,7 +165,7 @@ class _Search:
     def ascend(self, nodes: int) -> float:
         """Probe just above lb, then geometrically further, until a chain turns up (the proofs
         are usually within a few percent of the optimum). Returns the last T without a chain."""
-        step, lo = 0.002, self.lb
+        step, lo = 0.004, self.lb
         while self.hi > lo * _TOL:
             t = self.lb * (1 + step)
             if t >= self.hi:
@@ -256,8 +259,8 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions) -> tuple[Span, ...]:
     """The lowest-latency chain with bottleneck <= hi: the capped latency DP, restricted to peers
-    that have a span within hi. Exact (DSSR) when small; otherwise one relaxed pass, used only
-    when its optimum happens to use distinct peers (then it is exact too)."""
+    that have a span within hi. Exact (DSSR) when small; on mid sizes one relaxed pass, used
+    only when its optimum happens to use distinct peers (then it is exact too); skipped beyond."""
     keep = [int(y) for y in np.flatnonzero(at(cm, hi).alive)]
     if not keep:
         return spans
@@ -265,9 +268,11 @@ def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: 
     if pass_work(sub, len(keep)) <= _TIEBREAK_WORK:
         res = dssr(sub, "sum", cap=cap, budget=options.search_budget, max_critical=options.max_critical)
         found = res.spans
-    else:
+    elif pass_work(sub, 0) <= _TIEBREAK_WORK // 2:
         sol = solve(sub, "sum", cap=cap)
         found = sol.spans if sol is not None and not repeated(sol.spans) else None
+    else:
+        return spans
     if found is None:
         return spans
     cand = tuple((keep[y], a, b) for y, a, b in found)

@@ -96,6 +96,13 @@ class CostModel:
         return self.compute + self.fetch
 
     @cached_property
+    def mem_starts(self) -> np.ndarray:
+        """(L+1, P): the smallest start a such that span [a, b) fits peer Y's memory (computed once)."""
+        need = self.params[None, :] - self.mem[:, None]  # params[a] must be >= params[b] - mem
+        lo = np.stack([np.searchsorted(self.params, need[y], side="left") for y in range(self.num_peers)])
+        return np.ascontiguousarray(np.minimum(lo, np.arange(self.num_layers + 1)[None, :]).T)
+
+    @cached_property
     def layer_flops(self) -> np.ndarray:
         """(L,) FLOPs of each layer, as floats."""
         return np.array([lay.flops for lay in self.profile.layers], dtype=float)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chain_dp import window_starts
 from .costs import CostModel, Span
 
 CAP_SLACK = 1e-9  # relative slack on T (float round-off of cumulative sums)
@@ -44,7 +43,11 @@ class Threshold:
 def at(cm: CostModel, t: float) -> Threshold:
     """Compile threshold t (with relative slack CAP_SLACK) over cm."""
     L, tt = cm.num_layers, t * (1 + CAP_SLACK)
-    lo = window_starts(cm, cm.stage, tt)
+    lo = cm.mem_starts
+    if np.isfinite(tt):
+        st = cm.stage
+        cap = np.stack([np.searchsorted(st[y], st[y] - tt, side="left") for y in range(cm.num_peers)])
+        lo = np.maximum(lo, cap.T)
     start_ok = cm.bits[:, None] * cm.inv_down[None, :] <= tt
     end_ok = cm.bits[:, None] * cm.inv_up[None, :] <= tt
     if cm.bits[0] * cm.src_inv_up > tt:
