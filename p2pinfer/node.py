@@ -249,6 +249,8 @@ class Node:
         if not self.peers():
             with trio.move_on_after(self.settings.republish_s):
                 await self.discovery.wait_changed()
+        if self.settings.dht_publish:
+            await trio.sleep(random.uniform(0, min(self.settings.dht_jitter_s, self.settings.republish_s)))
         await self._publish_dht()
         while True:
             with trio.move_on_after(self.settings.republish_s):

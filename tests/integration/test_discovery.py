@@ -181,7 +181,7 @@ async def test_mdns_finds_lan_peers_without_bootstrap() -> None:
 
 
 async def test_dht_providers_and_values_complement_the_exchange() -> None:
-    async with running_swarm(3, settings=replace(FAST, dht_publish=True)) as nodes:
+    async with running_swarm(3, settings=replace(FAST, dht_publish=True, dht_jitter_s=0.0)) as nodes:
         ids = {n.peer_id for n in nodes}
         # every node put its record under /p2pinfer/record/<id> into at least one other node's DHT
         def stored_elsewhere(owner: str) -> bool:
