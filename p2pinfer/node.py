@@ -75,14 +75,7 @@ class Node:
         """`config`: a loaded NodeConfig (compute is measured at start unless `capability` is
         given) or ready NodeSettings (then `capability` is required). `identity`: defaults to
         the persistent key in `data_dir` (created 0600), or a fresh one without a data dir."""
-        if isinstance(config, NodeConfig):
-            settings = settings_from_config(config)
-            if data_dir is None:
-                data_dir = config.node.data_dir
-        else:
-            settings = config
-            if capability is None:
-                raise P2PInferError("Node(settings) needs capability=; pass a NodeConfig to measure it")
+        settings, data_dir = _resolve(config, capability, data_dir)
         if identity is None:
             identity = Identity.load_or_create(Path(data_dir) / IDENTITY_FILE) if data_dir else Identity.generate()
         self.config = config if isinstance(config, NodeConfig) else None
@@ -272,6 +265,16 @@ class Node:
                 if str(info.peer_id) == self.peer_id or str(info.peer_id) in self.cache:
                     continue
                 await self.discovery.pull_many([info])
+
+
+def _resolve(
+    config: NodeConfig | NodeSettings, capability: Capability | None, data_dir: Path | None
+) -> tuple[NodeSettings, Path | None]:
+    if isinstance(config, NodeConfig):
+        return settings_from_config(config), data_dir if data_dir is not None else config.node.data_dir
+    if capability is None:
+        raise P2PInferError("Node(settings) needs capability=; pass a NodeConfig to measure it")
+    return config, data_dir
 
 
 def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
