@@ -31,11 +31,12 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import trio
 
+from p2pinfer.adversary import exit_process, wrap_for_config
 from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, local_swarm_config_paths
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import send_delay_for, slowed
@@ -75,6 +76,7 @@ class Member:
     config: NodeConfig
     node: Node
     hop: HopNodeService
+    killed: bool = False
 
     @property
     def peer_id(self) -> str:
@@ -82,15 +84,18 @@ class Member:
 
 
 def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStore, *,
-                    base: HopConfig = HopConfig(), emulate: bool = True) -> HopNodeService:
-    """The hop a node with `config` serves: its memory and circuit limits, its emulation.
+                    base: HopConfig = HopConfig(), emulate: bool = True,
+                    on_crash: Callable[[], None] | None = None) -> HopNodeService:
+    """The hop a node with `config` serves: its memory and circuit limits, its emulation, its
+    `[adversary]` misbehaviour (`on_crash` is how it dies; default: the process exits).
     (`p2pinfer node start` builds its hop the same way.)"""
     hop_config = replace(base, mem_bytes=base.mem_bytes if base.mem_bytes is not None else config.resources.mem_bytes,
                          max_circuits=config.resources.max_concurrent_circuits,
                          compute_threads=config.resources.compute_threads)
     run = slowed(executor.run, config.emulation) if emulate else executor.run
+    run = wrap_for_config(run, config, on_crash=on_crash or exit_process)
     delay = send_delay_for(config.emulation) if emulate else None
-    return HopNodeService(run, store, config=hop_config, send_delay=delay)
+    return HopNodeService(run, store, config=hop_config, send_delay=delay, prepare_fn=executor.prepare)
 
 
 @dataclass
@@ -126,15 +131,42 @@ class LocalSwarm:
         settings = settings_from_config(config, bootstrap=tuple(bootstrap), dht_publish=False,
                                         pull_interval_s=self.options.pull_interval_s)
         base = self.options.hop_by_name.get(config.node.name, self.options.hop)
-        hop = hop_service_for(config, executor, self.store, base=base, emulate=self.options.emulate)
+        hop = hop_service_for(config, executor, self.store, base=base, emulate=self.options.emulate,
+                              on_crash=self._crash_from_thread(config.node.name))
         node = Node(settings, capability=capability, identity=Identity.generate(), services=[hop])
         return Member(config.node.name, config, node, hop)
+
+    def member(self, name: str) -> Member:
+        """The running member called `name` (its config's [node] name)."""
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(f"no swarm member named {name!r} (members: {', '.join(m.name for m in self.members)})")
+
+    def kill(self, name: str) -> Member:
+        """Stop member `name` at once, as if its process died: its node's scope is cancelled, so
+        its host closes its listener and connections and its streams reset. Call from the trio
+        thread; the other members keep serving."""
+        member = self.member(name)
+        if not member.killed:
+            log.warning("local swarm: killing member %s (%s)", name, member.peer_id)
+            member.killed = True
+            member.node.stop()
+        return member
+
+    def _crash_from_thread(self, name: str) -> Callable[[], None]:
+        """`on_crash` of an adversarial member: kill it from the hop's worker thread, and wait
+        until the trio loop has done it (so the node is gone before the crash is raised)."""
+        def crash() -> None:
+            trio.from_thread.run_sync(self.kill, name, trio_token=self._token)
+        return crash
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start every node (the first one first, as bootstrap), wait until the bootstrap node
         knows every other member, report started, then serve until cancelled."""
         if not self.configs:
             raise NetworkError("the local swarm has no node configs")
+        self._token = trio.lowlevel.current_trio_token()
         capabilities = await trio.to_thread.run_sync(self._capabilities)
         threads_before = torch.get_num_threads()
         executor = SpanExecutor(self.store, threads=self.options.torch_threads)

@@ -47,6 +47,7 @@ HOP_PROTOCOL = TProtocol("/p2pinfer/hop/1.0.0")
 RESULT_PROTOCOL = TProtocol("/p2pinfer/result/1.0.0")
 
 ExecutorFn = Callable[[Manifest, int, int, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+PrepareFn = Callable[[Manifest, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,16 @@ class HopService:
     from the peers `weight_sources(hash)` names); `on_weights(hashes)` is told which blobs a
     newly accepted span made us hold (the node advertises them). `send_delay(nbytes)` -> seconds
     to hold each outgoing frame (emulates a slow uplink in the embedded swarm; None = none).
-    `clock` returns Unix seconds.
+    `prepare_fn(manifest, start, stop)` (SpanExecutor.prepare) builds an accepted span's layers in
+    a worker thread behind the compute limiter before the hop answers "accepted", so the first
+    frame does not pay the layer build. `clock` returns Unix seconds.
     """
 
     def __init__(self, host: IHost, identity: Identity, executor_fn: ExecutorFn, store: ModelStore, *,
                  config: HopConfig = HopConfig(), weight_sources: Callable[[str], list[str]] | None = None,
                  on_weights: Callable[[Sequence[str]], None] | None = None,
                  send_delay: Callable[[int], float] | None = None,
+                 prepare_fn: PrepareFn | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the node identity's key")
@@ -107,6 +111,7 @@ class HopService:
         self._weight_sources = weight_sources or (lambda _hash: [])
         self._on_weights = on_weights or (lambda _hashes: None)
         self._send_delay = send_delay
+        self._prepare_fn = prepare_fn
         self._limiter = trio.CapacityLimiter(config.compute_threads)
         self._manifests: dict[bytes, Manifest] = {}
         self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
@@ -173,9 +178,26 @@ class HopService:
             return self.machine.span_refused(cid, "missing-weights", f"weights not fetched within {self.config.setup_timeout_s}s")
         except ModelError as exc:  # not held anywhere, or failed verification (WeightIntegrityError)
             return self.machine.span_refused(cid, "missing-weights", str(exc))
+        refusal = await self._build_span(manifest, a)
+        if refusal:
+            return self.machine.span_refused(cid, *refusal)
         self._manifests[cid] = manifest
         self._on_weights(hashes)
         return self.machine.span_ready(cid)
+
+    async def _build_span(self, manifest: Manifest, a: wire.Assignment) -> tuple[str, str] | None:
+        """Build the span's layers now (worker thread, behind the limiter), not on the first frame."""
+        if self._prepare_fn is None:
+            return None
+        try:
+            with trio.fail_after(self.config.setup_timeout_s):
+                await trio.to_thread.run_sync(self._prepare_fn, manifest, a.start, a.stop,
+                                              limiter=self._limiter, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            return "busy", f"span not built within {self.config.setup_timeout_s}s"
+        except P2PInferError as exc:  # ModelError: a layer that cannot be built from its weights
+            return "internal", f"span [{a.start}, {a.stop}) could not be built: {exc}"
+        return None
 
     def _admit(self, a: wire.Assignment, manifest: Manifest) -> tuple[str, str] | None:
         if a.stop > manifest.num_layers:
@@ -309,9 +331,10 @@ class HopNodeService:
     MAX_ADVERTISED = 512  # capability records carry at most 512 weight hashes
 
     def __init__(self, executor_fn: ExecutorFn, store: ModelStore, *, config: HopConfig = HopConfig(),
-                 serve_weights: bool = True, send_delay: Callable[[int], float] | None = None) -> None:
+                 serve_weights: bool = True, send_delay: Callable[[int], float] | None = None,
+                 prepare_fn: PrepareFn | None = None) -> None:
         self.executor_fn, self.store, self.config, self.serve_weights = executor_fn, store, config, serve_weights
-        self.send_delay = send_delay
+        self.send_delay, self.prepare_fn = send_delay, prepare_fn
         self.hop: HopService | None = None
         self._held: list[str] = []
 
@@ -326,7 +349,8 @@ class HopNodeService:
                 node.update_held(weights=self._held)
 
         self.hop = HopService(node.host, node.identity, self.executor_fn, self.store, config=self.config,
-                              weight_sources=holders, on_weights=advertise, send_delay=self.send_delay)
+                              weight_sources=holders, on_weights=advertise, send_delay=self.send_delay,
+                              prepare_fn=self.prepare_fn)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hop.run)
             if self.serve_weights:
