@@ -43,6 +43,7 @@ _NEAR = 0.03  # ... and also when it is this close to the bound
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 6
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
+_TIEBREAK_PASS = 2_000_000  # one relaxed latency pass for the tie-break up to this much work
 
 
 @dataclass(frozen=True)
@@ -227,13 +228,20 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
         return BottleneckResult(None, math.inf, True)
     alive = int(th.alive.sum())
     s = _Search(cm, _EXACT_NODES if alive <= _SMALL_PEERS else _NODES)
+    relaxed = solve(cm, "max")  # peers may repeat: its optimum T0 is a lower bound
+    t0 = relaxed.value if relaxed is not None else math.inf
+    lb0 = max(lb0, t0)
     s.lb = lb0 * (1 - 2 * CAP_SLACK)  # below the bound, so that lb0 itself gets probed
+    if relaxed is not None and not repeated(relaxed.spans):  # the relaxation's optimum is a chain
+        return BottleneckResult(_fastest_within(cm, relaxed.spans, t0, options), t0, True)
     spans, proven = ChainSearch(cm, th).run(_EXACT_NODES)
     if spans is None:
         spans = next(iter(sorted(incumbents(), key=lambda c: bottleneck_of(cm, c))), None)
         if spans is None:
             return BottleneckResult(None, math.inf, proven)
     s.offer(spans)
+    if s.probe(lb0, _MIN_NODES + cm.num_layers) and s.hi <= lb0 * (1 + CAP_SLACK):  # the bound is met
+        return BottleneckResult(_fastest_within(cm, s.best, s.hi, options), s.hi, True)
     s.prove_lower(s.hi)
     s.narrow()
     if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe
@@ -258,25 +266,26 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
 
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions) -> tuple[Span, ...]:
-    """The lowest-latency chain with bottleneck <= hi: the capped latency DP, restricted to peers
-    that have a span within hi. Exact (DSSR) when small; on mid sizes one relaxed pass, used
-    only when its optimum happens to use distinct peers (then it is exact too); skipped beyond."""
-    keep = [int(y) for y in np.flatnonzero(at(cm, hi).alive)]
+    """The lowest-latency chain found with bottleneck <= hi, among: `spans`, the chain search
+    spending strong peers first (few hops), and the capped latency DP over the peers that have
+    a span within hi: exact (DSSR) when small, one relaxed pass on mid sizes (used only when its
+    optimum happens to use distinct peers, which makes it exact too)."""
+    th = at(cm, hi)
+    keep = [int(y) for y in np.flatnonzero(th.alive)]
     if not keep:
         return spans
     sub, cap = restrict(cm, keep), hi * (1 + CAP_SLACK)
+    found = [ChainSearch(sub, at(sub, hi), thrifty=False).run(_MIN_NODES + cm.num_layers)[0]]
     if pass_work(sub, len(keep)) <= _TIEBREAK_WORK:
-        res = dssr(sub, "sum", cap=cap, budget=options.search_budget, max_critical=options.max_critical)
-        found = res.spans
-    elif pass_work(sub, 0) <= _TIEBREAK_WORK // 2:
+        found.append(dssr(sub, "sum", cap=cap, budget=options.search_budget, max_critical=options.max_critical).spans)
+    elif pass_work(sub, 0) <= _TIEBREAK_PASS:
         sol = solve(sub, "sum", cap=cap)
-        found = sol.spans if sol is not None and not repeated(sol.spans) else None
-    else:
-        return spans
-    if found is None:
-        return spans
-    cand = tuple((keep[y], a, b) for y, a, b in found)
-    mine, theirs = cm.evaluate(spans, "throughput"), cm.evaluate(cand, "throughput")
-    if theirs.bottleneck_s <= hi * (1 + CAP_SLACK) and theirs.predicted_latency_s < mine.predicted_latency_s:
-        return cand
-    return spans
+        found.append(sol.spans if sol is not None and not repeated(sol.spans) else None)
+    best, best_lat = spans, cm.evaluate(spans, "throughput").predicted_latency_s
+    for chain in found:
+        if chain is None:
+            continue
+        plan = cm.evaluate(tuple((keep[y], a, b) for y, a, b in chain), "throughput")
+        if plan.bottleneck_s <= cap and plan.predicted_latency_s < best_lat:
+            best, best_lat = tuple((keep[y], a, b) for y, a, b in chain), plan.predicted_latency_s
+    return best

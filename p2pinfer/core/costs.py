@@ -41,6 +41,16 @@ def _layer_held(peer: PeerSpec, profile: ModelProfile, weights_hash: str) -> boo
     return bool(weights_hash) and weights_hash in peer.holds
 
 
+def _missing_bytes(peer: PeerSpec, profile: ModelProfile) -> list[int]:
+    """Per layer, the param bytes `peer` would have to fetch (0 where it holds them)."""
+    sizes = [lay.param_bytes for lay in profile.layers]
+    if not peer.holds:
+        return sizes
+    if profile.model_id in peer.holds or profile.name in peer.holds:
+        return [0] * len(sizes)
+    return [0 if _layer_held(peer, profile, lay.weights_hash) else lay.param_bytes for lay in profile.layers]
+
+
 def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
     """(P, L) expected seconds of each layer on each peer (per-class speeds, load, reputation)."""
     cols = (*COMPUTE_CLASSES, "_rest")
@@ -192,8 +202,7 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
     if P:
         compute[:, 1:] = np.cumsum(_compute_seconds(profile, peers), axis=1)
         if options.amortize_requests is not None:
-            missing = np.array([[0 if _layer_held(p, profile, lay.weights_hash) else lay.param_bytes
-                                 for lay in profile.layers] for p in peers], dtype=float)
+            missing = np.array([_missing_bytes(p, profile) for p in peers], dtype=float)
             link = np.array([min(req.up_mbps, p.down_mbps) * 1e6 for p in peers])
             fetch[:, 1:] = np.cumsum(8.0 * missing / link[:, None], axis=1) / options.amortize_requests
     params = np.concatenate([[0], np.cumsum([lay.param_bytes for lay in profile.layers])]).astype(np.int64)

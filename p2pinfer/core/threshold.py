@@ -9,9 +9,10 @@ stage and memory allow (`window_starts`). Everything here is (L+1, P) numpy work
 - `relaxed_reach` (peers may repeat) and `capacity_short` (each peer covers at most one span, so
   its most FLOPs / layers / parameter bytes within T must add up to the model's) *prove* that no
   chain has bottleneck <= T; both are monotone in T.
-- `greedy_chain` *finds* a chain of distinct peers within T, or gives up: it walks from boundary
-  0, only to boundaries from which the end is still reachable, and at each step spends the
-  unused peer whose capacity it wastes least ("thrifty"), so strong peers stay free for later.
+- `ChainSearch` *decides* T exactly by depth-first search under a node budget (else says it
+  could not): it walks from boundary 0, only to boundaries from which the end is still
+  reachable, and tries first the unused peer whose capacity it wastes least ("thrifty"), so
+  strong peers stay free for later; its first dive is that greedy.
 
 Deciding T exactly is NP-hard in general (see core/bottleneck.py); these are the fast halves.
 """
@@ -140,54 +141,6 @@ def proven_infeasible(cm: CostModel, th: Threshold) -> bool:
     return not relaxed_reach(th)[-1]
 
 
-def greedy_chain(cm: CostModel, th: Threshold, rule: str = "waste") -> tuple[Span, ...] | None:
-    """A chain of distinct peers within T built hop by hop from boundary 0 (None: stuck).
-
-    Each hop goes as far as its peer can while ending where the rest is still reachable
-    (peers may repeat in that check). Rules for which unused peer takes the hop: "waste" spends
-    the one that leaves the least of its FLOPs capacity unused, "ratio" the one using the largest
-    fraction of it, "reach" the one that goes furthest (ties: smallest capacity).
-    """
-    L = cm.num_layers
-    fin = can_finish(th)
-    good_end = th.end_ok & fin[:, None]
-    last_good = _last_true(good_end)  # (L+1, P)
-    reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)  # (L+1, P) furthest good end
-    cap = span_capacity(th, cm.layer_flops)
-    cum = np.concatenate([[0.0], np.cumsum(cm.layer_flops)])
-    free = th.alive.copy()
-    spans: list[Span] = []
-    a = 0
-    while a < L:
-        r = reach[a]
-        cand = free & th.start_ok[a] & (r > a)
-        if not cand.any():
-            return None
-        got = cum[np.maximum(r, a)] - cum[a]
-        score = _score(rule, cap, got, r)
-        score[~cand] = np.inf
-        y = int(score.argmin())
-        b = int(r[y])
-        spans.append((y, a, b))
-        free[y] = False
-        a = b
-    return tuple(spans)
-
-
-def _score(rule: str, cap: np.ndarray, got: np.ndarray, reach: np.ndarray) -> np.ndarray:
-    """Smaller is better; float ties are broken by np.argmin's first (lowest) peer index."""
-    if rule == "waste":
-        return cap - got
-    if rule == "ratio":
-        return -got / np.maximum(cap, 1e-300)
-    if rule == "reach":
-        return -reach.astype(float) + cap / (cap.max() * 2 + 1e-300)
-    raise ValueError(f"unknown rule {rule!r}")
-
-
-RULES = ("waste", "ratio", "reach")
-
-
 class _Budget(Exception):
     """The search ran out of nodes (nothing proven)."""
 
@@ -203,9 +156,10 @@ class ChainSearch:
     """
 
     def __init__(self, cm: CostModel, th: Threshold,
-                 guide: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 guide: tuple[np.ndarray, np.ndarray] | None = None, thrifty: bool = True) -> None:
         self.cm, self.th, L = cm, th, cm.num_layers
         self.guide = guide  # (L+1, P) preference and preferred end, e.g. from the flow LP
+        self.thrifty = thrifty  # False: furthest-reaching peer first (few hops, for latency)
         fin = can_finish(th)
         self.good_end = th.end_ok & fin[:, None]
         last_good = _last_true(self.good_end)
@@ -259,7 +213,9 @@ class ChainSearch:
 
     def _score(self, a: int, cand: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Order of the peers tried at a: least FLOPs capacity left unused first (thrifty),
-        after the guide's preference when there is one."""
+        after the guide's preference when there is one; or furthest reach first."""
+        if not self.thrifty:
+            return -r[cand] - self.cap[cand] / (2 * float(self.cap.max()) + 1e-300)
         waste = self.cap[cand] - (self.cum[r[cand]] - self.cum[a])
         if self.guide is None:
             return waste
