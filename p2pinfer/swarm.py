@@ -28,7 +28,8 @@ DHT publishers on two cores cost seconds); identities are fresh per swarm.
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
+import tempfile
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import send_delay_for, slowed
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import NetworkError
+from p2pinfer.ledger import Ledger, ledger_path
 from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.store import ModelStore
 from p2pinfer.net.advertise import Capability
@@ -76,18 +78,25 @@ class Member:
     config: NodeConfig
     node: Node
     hop: HopNodeService
+    ledger: Ledger
     killed: bool = False
 
     @property
     def peer_id(self) -> str:
         return self.node.peer_id
 
+    @property
+    def data_dir(self) -> Path:
+        """Where this member's ledger lives (`p2pinfer ledger --data-dir` shows it)."""
+        return self.ledger.path.parent
+
 
 def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStore, *,
                     base: HopConfig = HopConfig(), emulate: bool = True,
-                    on_crash: Callable[[], None] | None = None) -> HopNodeService:
+                    on_crash: Callable[[], None] | None = None, ledger: Ledger | None = None) -> HopNodeService:
     """The hop a node with `config` serves: its memory and circuit limits, its emulation, its
-    `[adversary]` misbehaviour (`on_crash` is how it dies; default: the process exits).
+    `[adversary]` misbehaviour (`on_crash` is how it dies; default: the process exits), and with
+    its `ledger`: receipts credited, waiting work ordered by credit.
     (`p2pinfer node start` builds its hop the same way.)"""
     hop_config = replace(base, mem_bytes=base.mem_bytes if base.mem_bytes is not None else config.resources.mem_bytes,
                          max_circuits=config.resources.max_concurrent_circuits,
@@ -95,7 +104,8 @@ def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStor
     run = slowed(executor.run, config.emulation) if emulate else executor.run
     run = wrap_for_config(run, config, on_crash=on_crash or exit_process)
     delay = send_delay_for(config.emulation) if emulate else None
-    return HopNodeService(run, store, config=hop_config, send_delay=delay, prepare_fn=executor.prepare)
+    return HopNodeService(run, store, config=hop_config, send_delay=delay, prepare_fn=executor.prepare,
+                          ledger=ledger)
 
 
 @dataclass
@@ -107,6 +117,7 @@ class LocalSwarm:
     store: ModelStore
     calibration_dir: Path | None = None
     options: SwarmOptions = SwarmOptions()
+    data_dir: Path | None = None  # members' ledgers: DIR/<name>/ledger.sqlite3 (None: a temp dir per run)
     members: list[Member] = field(default_factory=list)
 
     @classmethod
@@ -127,14 +138,22 @@ class LocalSwarm:
                 for c in self.configs]
 
     def _member(self, config: NodeConfig, capability: Capability, executor: SpanExecutor,
-                bootstrap: Sequence[str]) -> Member:
+                bootstrap: Sequence[str], ledger: Ledger) -> Member:
         settings = settings_from_config(config, bootstrap=tuple(bootstrap), dht_publish=False,
                                         pull_interval_s=self.options.pull_interval_s)
         base = self.options.hop_by_name.get(config.node.name, self.options.hop)
         hop = hop_service_for(config, executor, self.store, base=base, emulate=self.options.emulate,
-                              on_crash=self._crash_from_thread(config.node.name))
+                              on_crash=self._crash_from_thread(config.node.name), ledger=ledger)
         node = Node(settings, capability=capability, identity=Identity.generate(), services=[hop])
-        return Member(config.node.name, config, node, hop)
+        return Member(config.node.name, config, node, hop, ledger)
+
+    def _open_ledgers(self, stack: ExitStack) -> None:
+        """One durable ledger per member, DIR/<name>/ledger.sqlite3 (worker thread: sqlite I/O)."""
+        root = Path(self.data_dir) if self.data_dir is not None else \
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="p2pinfer-swarm-")))
+        names = [c.node.name for c in self.configs]
+        dirs = [root / (n if names.count(n) == 1 else f"{n}-{i}") for i, n in enumerate(names)]
+        self._ledgers = [stack.enter_context(Ledger(ledger_path(d))) for d in dirs]
 
     def member(self, name: str) -> Member:
         """The running member called `name` (its config's [node] name)."""
@@ -170,18 +189,21 @@ class LocalSwarm:
         capabilities = await trio.to_thread.run_sync(self._capabilities)
         threads_before = torch.get_num_threads()
         executor = SpanExecutor(self.store, threads=self.options.torch_threads)
-        try:
-            await self._serve(capabilities, executor, task_status)
-        finally:
-            torch.set_num_threads(threads_before)  # process-wide: give the caller its setting back
+        with ExitStack() as stack:  # members' ledgers (and the temp data dir) closed on exit
+            await trio.to_thread.run_sync(self._open_ledgers, stack)
+            try:
+                await self._serve(capabilities, executor, task_status)
+            finally:
+                torch.set_num_threads(threads_before)  # process-wide: give the caller its setting back
 
     async def _serve(self, capabilities: list[Capability], executor: SpanExecutor, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
-            first = self._member(self.configs[0], capabilities[0], executor, ())
+            first = self._member(self.configs[0], capabilities[0], executor, (), self._ledgers[0])
             await nursery.start(first.node.run)
             self.members = [first]
             seeds = first.node.listen_addrs[:1]
-            rest = [self._member(c, cap, executor, seeds) for c, cap in zip(self.configs[1:], capabilities[1:])]
+            rest = [self._member(c, cap, executor, seeds, led)
+                    for c, cap, led in zip(self.configs[1:], capabilities[1:], self._ledgers[1:])]
             async with trio.open_nursery() as starter:
                 for member in rest:
                     starter.start_soon(nursery.start, member.node.run)

@@ -3,6 +3,7 @@
 On stderr, one line each (system tests and scripts parse them):
     p2pinfer node: peer_id <id>
     p2pinfer node: listen <full multiaddr ending in /p2p/<id>>     (one per address)
+    p2pinfer node: ledger <path of its ledger.sqlite3>
     p2pinfer node: ready
     p2pinfer node: stopped
 """
@@ -18,6 +19,7 @@ import trio
 
 from p2pinfer.config import default_data_dir, load_node_config, with_overrides
 from p2pinfer.crypto.identity import Identity
+from p2pinfer.ledger import Ledger, ledger_path
 from p2pinfer.node import IDENTITY_FILE, Node
 
 PREFIX = "p2pinfer node:"
@@ -49,22 +51,28 @@ def _start(args: argparse.Namespace) -> int:
     identity = Identity.load_or_create(data_dir / IDENTITY_FILE)
     _say(f"peer_id {identity.peer_id}")
     _say(f"data_dir {data_dir}")
-    node = Node(config, identity=identity, data_dir=data_dir, services=[_hop_service(config, data_dir)])
-    trio.run(_serve, node)
+    with Ledger(ledger_path(data_dir)) as ledger:  # durable; `p2pinfer ledger --data-dir DIR` shows it
+        _say(f"ledger {ledger.path}")
+        node = Node(config, identity=identity, data_dir=data_dir, services=[_hop_service(config, data_dir, ledger)])
+        trio.run(_serve, node)
     _say("stopped")
     return 0
 
 
-def _hop_service(config, data_dir: Path):  # type: ignore[no-untyped-def]
+def _hop_service(config, data_dir: Path, ledger: Ledger):  # type: ignore[no-untyped-def]
     """Serve circuits: spans run from the model store in the data dir (weights fetched by hash
-    from requesters/peers), with the config's memory/circuit limits and [emulation] applied."""
+    from requesters/peers), with the config's memory/circuit limits and [emulation] applied,
+    receipts credited in `ledger`, and [adversary] misbehaviour (a crash exits the process at
+    once, after flushing the logs)."""
     from p2pinfer.models.executor import SpanExecutor
     from p2pinfer.models.store import ModelStore
+    from p2pinfer.adversary import exit_process
     from p2pinfer.swarm import hop_service_for
 
     store = ModelStore(data_dir)
     executor = SpanExecutor(store, threads=config.resources.compute_threads)
-    return hop_service_for(config, executor, store, emulate=config.emulation.active)
+    return hop_service_for(config, executor, store, emulate=config.emulation.active, on_crash=exit_process,
+                           ledger=ledger)
 
 
 async def _serve(node: Node) -> None:

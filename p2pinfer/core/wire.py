@@ -302,6 +302,28 @@ class WeightMissing:
     hash: str = _f(_text())
 
 
+MAX_RECEIPT_BLOB = 1024  # = core.receipts.MAX_RECEIPT_BYTES (a signed receipt, SPEC §6.1)
+
+
+@dataclass(frozen=True)
+class ReceiptDelivery:
+    """Requester -> hop on /p2pinfer/receipt/1.0.0: a signed receipt for a completed hop. The hop
+    verifies the blob itself (core.receipts.decode_verified) before crediting anything."""
+
+    TYPE: ClassVar[str] = "receipt"
+    receipt: bytes = _f(_bytes(max_len=MAX_RECEIPT_BLOB))
+
+
+@dataclass(frozen=True)
+class ReceiptAck:
+    """Hop -> requester: whether the receipt was credited; `reason` names a rejection
+    (a RecordError reason such as "bad-signature" or "wrong-hop"; empty when accepted)."""
+
+    TYPE: ClassVar[str] = "receipt-ack"
+    accepted: bool = _f(_bool)
+    reason: str = _f(_text_opt(MAX_TEXT))
+
+
 Message = Any  # any of the registered dataclasses above
 DECODERS: dict[str, type] = {}
 
@@ -312,7 +334,8 @@ def _register(*classes: type) -> None:
 
 
 _register(Assignment, SignedAssignment, AssignRequest, AssignmentAccepted, AssignmentRefused,
-          ActivationFrame, ResultFrame, ErrorFrame, FramePayload, CloseNotice, WeightRequest, WeightBlob, WeightMissing)
+          ActivationFrame, ResultFrame, ErrorFrame, FramePayload, CloseNotice, WeightRequest, WeightBlob, WeightMissing,
+          ReceiptDelivery, ReceiptAck)
 
 
 def encode(msg: Message) -> bytes:

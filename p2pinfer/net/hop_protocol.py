@@ -32,12 +32,15 @@ from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import InputError, ModelError, NetworkError, P2PInferError, WireError
+from p2pinfer.ledger import Ledger
 from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.layers import param_bytes
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.models.store import ModelStore
+from p2pinfer.net.admission_gate import AdmissionDropped, AdmissionGate
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
+from p2pinfer.net.receipts_protocol import ReceiptService
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,9 @@ class HopService:
     to hold each outgoing frame (emulates a slow uplink in the embedded swarm; None = none).
     `prepare_fn(manifest, start, stop)` (SpanExecutor.prepare) builds an accepted span's layers in
     a worker thread behind the compute limiter before the hop answers "accepted", so the first
-    frame does not pay the layer build. `clock` returns Unix seconds.
+    frame does not pay the layer build. `credit_of(requester) -> GFLOP` (the node ledger's
+    `credit_of`) orders frames that must wait for a compute slot (net/admission_gate.py).
+    `clock` returns Unix seconds.
     """
 
     def __init__(self, host: IHost, identity: Identity, executor_fn: ExecutorFn, store: ModelStore, *,
@@ -101,6 +106,7 @@ class HopService:
                  on_weights: Callable[[Sequence[str]], None] | None = None,
                  send_delay: Callable[[int], float] | None = None,
                  prepare_fn: PrepareFn | None = None,
+                 credit_of: Callable[[str], float] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the node identity's key")
@@ -113,6 +119,7 @@ class HopService:
         self._send_delay = send_delay
         self._prepare_fn = prepare_fn
         self._limiter = trio.CapacityLimiter(config.compute_threads)
+        self.gate = AdmissionGate(config.compute_threads, credit_of=credit_of)
         self._manifests: dict[bytes, Manifest] = {}
         self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
 
@@ -248,9 +255,12 @@ class HopService:
             return
         try:
             with trio.fail_after(self.config.compute_timeout_s):  # a hung span must not wedge the stream
-                send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
-                                                     abandon_on_cancel=True)
+                async with self.gate.slot(a.requester):  # by credit when overloaded
+                    send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
+                                                         abandon_on_cancel=True)
             self.machine.counters.frames_computed += 1
+        except AdmissionDropped as exc:
+            return await self._report(c, "compute-failed", f"busy: {exc}")
         except trio.TooSlowError:
             return await self._report(c, "compute-failed", f"span [{a.start}, {a.stop}) took over {self.config.compute_timeout_s}s")
         except P2PInferError as exc:
@@ -324,6 +334,8 @@ class HopNodeService:
     """Plugs the hop into a `p2pinfer.node.Node` (its NodeService extension point): serves the
     circuit and hop protocols and, unless told otherwise, the weights protocol from `store`;
     looks up other weight holders in the node's verified records; advertises fetched weights.
+    With a `ledger` (the node's own, durable) it also serves receipt delivery
+    (net/receipts_protocol.py) and orders waiting frames by the requester's credit in it.
 
         node.add_service(HopNodeService(SpanExecutor(store).run, store, config=HopConfig(mem_bytes=...)))
     """
@@ -332,9 +344,10 @@ class HopNodeService:
 
     def __init__(self, executor_fn: ExecutorFn, store: ModelStore, *, config: HopConfig = HopConfig(),
                  serve_weights: bool = True, send_delay: Callable[[int], float] | None = None,
-                 prepare_fn: PrepareFn | None = None) -> None:
+                 prepare_fn: PrepareFn | None = None, ledger: Ledger | None = None) -> None:
         self.executor_fn, self.store, self.config, self.serve_weights = executor_fn, store, config, serve_weights
-        self.send_delay, self.prepare_fn = send_delay, prepare_fn
+        self.send_delay, self.prepare_fn, self.ledger = send_delay, prepare_fn, ledger
+        self.receipts: ReceiptService | None = None
         self.hop: HopService | None = None
         self._held: list[str] = []
 
@@ -350,9 +363,14 @@ class HopNodeService:
 
         self.hop = HopService(node.host, node.identity, self.executor_fn, self.store, config=self.config,
                               weight_sources=holders, on_weights=advertise, send_delay=self.send_delay,
-                              prepare_fn=self.prepare_fn)
+                              prepare_fn=self.prepare_fn,
+                              credit_of=self.ledger.credit_of if self.ledger is not None else None)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hop.run)
+            if self.ledger is not None:
+                self.receipts = ReceiptService(node.host, node.identity.peer_id, self.ledger,
+                                               io_timeout_s=min(self.config.io_timeout_s, 10.0))
+                await nursery.start(self.receipts.run)
             if self.serve_weights:
                 await nursery.start(WeightService(node.host, self.store, config=self.config.weights).run)
             task_status.started()

@@ -58,7 +58,9 @@ def _produced() -> list[tuple[str, bytes]]:
     out.append(("error-notice", machines[1].compute_failed(c.circuit_id, 0, "compute-failed", "boom").data))
     out += [("weight-req", wire.encode(wire.WeightRequest(kind="blob", hash="cd" * 32))),
             ("weight-blob", wire.encode(wire.WeightBlob(hash="cd" * 32, data=b"abc"))),
-            ("weight-missing", wire.encode(wire.WeightMissing(hash="cd" * 32)))]
+            ("weight-missing", wire.encode(wire.WeightMissing(hash="cd" * 32))),
+            ("receipt", wire.encode(wire.ReceiptDelivery(receipt=b"\xa0" * 300))),
+            ("receipt-ack", wire.encode(wire.ReceiptAck(accepted=False, reason="wrong-hop")))]
     return out
 
 
