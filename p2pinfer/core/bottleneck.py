@@ -40,6 +40,7 @@ _SMALL_PEERS = 16  # "few peers"
 _MIN_NODES = 64
 _BIG_STEP = 0.01  # a new chain this much better than the last: probe just below it next
 _NEAR = 0.03  # ... and also when it is this close to the bound
+_UNDECIDED = 3  # a bisection gives up after this many undecided probes in a row
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 6
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
@@ -149,13 +150,14 @@ class _Search:
         """Log-scale bisection of (max(lb, lo), hi); an undecided probe counts as 'no chain' for
         the direction but proves nothing. After each new chain the value just below it is tried
         first: the chain search's first find is often optimal, and then one probe proves it."""
-        lo, below = max(lo, self.lb), True
+        lo, below, undecided = max(lo, self.lb), True, 0
         for _ in range(max_probes):
-            if self.hi <= lo * tol:
+            if self.hi <= lo * tol or undecided >= _UNDECIDED:
                 return
             t = self.hi * (1 - 3 * CAP_SLACK) if below else math.sqrt(lo * self.hi)
             before = self.hi
             got = self.probe(t, nodes, lp)
+            undecided = undecided + 1 if got is None else 0
             if got:  # after a big step down, or close to the bound, try just below again
                 below = not below or self.hi < before * (1 - _BIG_STEP) or self.hi <= lo * (1 + _NEAR)
             else:

@@ -117,8 +117,18 @@ class CostModel:
         """(L,) FLOPs of each layer, as floats."""
         return np.array([lay.flops for lay in self.profile.layers], dtype=float)
 
+    @cached_property
+    def _params_list(self) -> list[int]:
+        return self.params.tolist()
+
+    @cached_property
+    def _mem_list(self) -> list[int]:
+        return self.mem.tolist()
+
     def fits(self, y: int, a: int, b: int) -> bool:
-        return bool(self.params[b] - self.params[a] <= self.mem[y])
+        """Span [a, b) fits peer y's memory (plain ints: called in loops by the baselines)."""
+        params = self._params_list
+        return params[b] - params[a] <= self._mem_list[y]
 
     def bandwidth_s(self, src: int, dst: int, a: int) -> float:
         """Bandwidth part of the transfer across boundary a from src to dst (REQUESTER allowed)."""
