@@ -36,7 +36,7 @@ from p2pinfer.config import DEFAULT_LINK
 from p2pinfer.core import planner
 from p2pinfer.core.plan import OBJECTIVES, Plan, PlannerOptions
 from p2pinfer.core.records import CapabilityRecord, to_peer_spec
-from p2pinfer.core.snapshot import RequesterSpec, SwarmSnapshot
+from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import UplinkShaper
 from p2pinfer.errgroups import unwrapped
@@ -104,6 +104,8 @@ class Requester:
         self.bootstrap, self.store, self.config = tuple(bootstrap), store, config
         self.identity = identity or Identity.generate()
         self.hooks = hooks or RequesterHooks()
+        self.hooks.attach(self)
+        self.last_specs: dict[str, PeerSpec] = {}  # as advertised, from the latest snapshot
         self.host = make_host(self.identity.libp2p_key_pair())
         shaper = UplinkShaper(config.link.up_mbps, config.link.latency_ms) if config.emulate_link else None
         self.client = CircuitClient(self.host, self.identity, config=config.circuit, send_delay=shaper)
@@ -154,6 +156,12 @@ class Requester:
         check_objective(objective)
         manifest = self.manifest(model)  # known model, all weights in our store (hops fetch from us)
         acts = self.load_input(manifest, input)  # checked against the input spec before any network
+        if self.hooks.resilient:  # failover, deadlines, spot checks (p2pinfer/failover.py)
+            out = await self._resilient(manifest, [acts], objective, None)
+            result = InferenceResult(manifest.name, manifest.model_id, dict(out.outputs[0]), out.latency_ms[0],
+                                     out.setup_ms, out.plan, hop_reports(out.plan, out.traces), out.attempts)
+            await self.hooks.on_success(Attempt(out.attempts, manifest.model_id, out.plan, out.snapshot, out.excluded), result)
+            return result
         excluded: frozenset[str] = frozenset()
         for number in range(1, self.config.max_attempts + 1):
             snapshot, addrs = await self.snapshot(exclude=excluded)  # discover
@@ -186,6 +194,12 @@ class Requester:
         batch = [self.load_input(manifest, x) for x in inputs]
         if not batch:
             raise InputError("no inputs to stream")
+        if self.hooks.resilient:
+            out = await self._resilient(manifest, batch, objective, on_result)
+            result = StreamResult(manifest.name, manifest.model_id, tuple(dict(o) for o in out.outputs), out.latency_ms,
+                                  out.setup_ms, out.wall_s, out.plan, hop_reports(out.plan, out.traces), out.attempts)
+            await self.hooks.on_success(Attempt(out.attempts, manifest.model_id, out.plan, out.snapshot, out.excluded), result)
+            return result
         excluded: frozenset[str] = frozenset()
         for number in range(1, self.config.max_attempts + 1):
             snapshot, addrs = await self.snapshot(exclude=excluded)
@@ -203,6 +217,12 @@ class Requester:
             await self.hooks.on_success(attempt, result)
             return result
         raise AssertionError("unreachable: the last failed attempt raises")
+
+    async def _resilient(self, manifest: Manifest, batch: Sequence[dict[str, np.ndarray]], objective: str,
+                         on_result: Callable[[int], None] | None) -> Any:
+        from p2pinfer.failover import ResilientRun
+
+        return await ResilientRun(self, self.hooks, manifest, batch, objective, on_result=on_result).run()
 
     async def _after_failure(self, attempt: Attempt, error: CircuitError | NetworkError) -> frozenset[str]:
         """Ask the hooks; re-raise unless they want another attempt and one is left."""
@@ -250,7 +270,9 @@ class Requester:
         if not records:
             raise NetworkError(f"no usable peers found via {', '.join(self.bootstrap)}"
                                + (f" (excluded: {', '.join(sorted(exclude))})" if exclude else ""))
-        return snapshot_of(records, self.config.link, self.hooks.reputation), {r.peer_id: tuple(r.addrs) for r in records}
+        snapshot = snapshot_of(records, self.config.link, self.hooks.reputation)
+        self.last_specs = {p.peer_id: p for p in snapshot.peers}
+        return self.hooks.adjust_snapshot(snapshot), {r.peer_id: tuple(r.addrs) for r in records}
 
     def plan(self, manifest: Manifest, snapshot: SwarmSnapshot, objective: str) -> Plan:
         check_objective(objective)

@@ -71,5 +71,27 @@ class HopRefusedError(CircuitError):
         self.reason = reason
 
 
+class HopFailedError(NetworkError):
+    """Named hops failed, were unreachable, or missed their deadline (`kind`: failure|timeout)."""
+
+    def __init__(self, peer_ids: tuple[str, ...] | str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.peer_ids = (peer_ids,) if isinstance(peer_ids, str) else tuple(peer_ids)
+        self.peer_id = self.peer_ids[0] if self.peer_ids else ""
+        self.kind = kind
+
+
+class VerificationError(CircuitError):
+    """A spot check proved a hop's output wrong; its circuit is abandoned (result recomputed)."""
+
+    def __init__(self, peer_id: str, message: str) -> None:
+        super().__init__(message)
+        self.peer_id = peer_id
+
+
+class NoRouteError(CircuitError):
+    """No route remains: the retries ran out or every usable peer is excluded."""
+
+
 class LedgerError(P2PInferError):
     """The reputation ledger could not be read or written."""

@@ -40,8 +40,20 @@ class RequesterHooks:
     - `on_success(attempt, result)`: after a result arrived (spot-checks, receipts, ledger).
     - `on_failure(attempt, error)` -> Retry | None: after a refused/failed/timed-out attempt;
       a Retry re-plans without `Retry.exclude` (up to RequesterConfig.max_attempts), None raises.
+    - `adjust_snapshot(snapshot)`: the planner's view after discovery (drop excluded peers,
+      apply measured speed); `attach(requester)`: called once by the Requester.
+    - `resilient`: True makes the Requester run the failover / spot-check engine
+      (p2pinfer/failover.py) with these hooks (p2pinfer.fault.LedgerHooks does).
     The defaults trust everyone and never retry.
     """
+
+    resilient: bool = False
+
+    def attach(self, requester: object) -> None:
+        return None
+
+    def adjust_snapshot(self, snapshot: SwarmSnapshot) -> SwarmSnapshot:
+        return snapshot
 
     def reputation(self, peer_id: str) -> float:
         return 1.0

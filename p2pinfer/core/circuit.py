@@ -201,6 +201,20 @@ class CircuitMachine:
         self.state = State.CLOSED
         return wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
 
+    def pending_hops(self) -> tuple[str, ...]:
+        """Hops that have not accepted yet (during SETUP: the ones to blame for a setup timeout)."""
+        return tuple(h.peer_id for h in self.hops if h.peer_id not in self._accepted)
+
+    def abort_frame(self) -> bytes | None:
+        """A sealed CloseNotice for link 0 after a failure (or instead of a clean close): the hops
+        up to the broken one free the circuit. None if it was already closed. State -> CLOSED."""
+        if self.state is State.CLOSED or self.state is State.SETUP:
+            self.close()
+            return None
+        seq, nonce, box = self._sender.seal(wire.encode(wire.CloseNotice()))
+        self.state = State.CLOSED
+        return wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
+
     def close(self) -> None:
         if self.state in (State.SETUP, State.READY):
             self.state = State.CLOSED

@@ -26,7 +26,7 @@ from p2pinfer.core.circuit import CircuitMachine, Closed, HopSpec, Result, State
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.crypto.identity import Identity
-from p2pinfer.errors import CircuitError, NetworkError, P2PInferError, WireError
+from p2pinfer.errors import CircuitError, HopFailedError, NetworkError, P2PInferError, WireError
 from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
@@ -125,6 +125,28 @@ class Circuit:
                 await close_stream(self._stream)
                 self._stream = None
 
+    async def abort(self) -> None:
+        """After a failure: send a CloseNotice best-effort (hops upstream of a dead one free the
+        circuit now rather than at its deadline) without waiting for it to come back."""
+        try:
+            with trio.move_on_after(self.client.config.close_timeout_s):
+                async with self._lock:
+                    data = self.machine.abort_frame()
+                    if data is not None:
+                        if self._stream is None:
+                            first = self.machine.hops[0]
+                            self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL,
+                                                             timeout=self.client.config.io_timeout_s, addrs=first.addrs)
+                        await write_frame(self._stream, data, max_size=self.client.config.max_frame,
+                                          timeout=self.client.config.io_timeout_s)
+        except NetworkError as exc:
+            log.info("circuit %s: abort notice not delivered: %s", self.circuit_id.hex()[:8], exc)
+        finally:
+            self.client._circuits.pop(self.circuit_id, None)
+            if self._stream is not None:
+                await close_stream(self._stream)
+                self._stream = None
+
     async def __aenter__(self) -> "Circuit":
         return self
 
@@ -171,7 +193,9 @@ class CircuitClient:
                     for hop, request in machine.assign_requests():
                         nursery.start_soon(self._assign, machine, hop, request, nursery.cancel_scope)
             if machine.state is State.SETUP:
-                machine.fail(NetworkError(f"circuit setup took over {self.config.setup_timeout_s}s"))
+                silent = machine.pending_hops()
+                machine.fail(HopFailedError(silent, "timeout", f"circuit setup took over {self.config.setup_timeout_s}s "
+                                            f"(no reply from {', '.join(silent)})"))
             if machine.state is not State.READY:
                 raise machine.error or CircuitError("circuit setup failed")
         except BaseException:
@@ -190,7 +214,7 @@ class CircuitClient:
                 await close_stream(stream)
             state = machine.on_reply(hop.peer_id, reply)
         except (NetworkError, WireError) as exc:
-            state = machine.fail(NetworkError(f"hop {hop.peer_id}: assignment failed: {exc}"))
+            state = machine.fail(HopFailedError(hop.peer_id, "failure", f"hop {hop.peer_id}: assignment failed: {exc}"))
         if state is State.FAILED:
             scope.cancel()
 

@@ -1,0 +1,350 @@
+"""The requester's fault-tolerant run: failover, per-hop deadlines and spot checks for a batch.
+
+`ResilientRun(requester, hooks, manifest, batch, objective).run()` returns every input's
+output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9):
+
+1. Attempts. Each attempt discovers, drops excluded peers, plans (measured speed, reputation)
+   and opens one circuit; at most `RequesterConfig.max_attempts` attempts. An attempt that
+   fails blames the hops at fault (below), which the next plan leaves out. No plan, no peers
+   left or no attempts left: `NoRouteError` naming the last failure.
+2. Deadlines. While inputs are outstanding on a circuit, the next result must arrive within
+   the circuit deadline: the sum over hops of `hop_deadline_s(compute_s + transfer_in_s)`
+   (predicted with the measured speed) plus the transfer out. Setup has its own deadline.
+3. No input is lost. Results are kept by input index; when a circuit fails, every input without
+   a result (in flight or not yet sent) is sent again on the next circuit, from the input (the
+   hops keep no activations: see docs/reputation.md §9 "what is missing"). A late duplicate
+   cannot arrive: a failed circuit is forgotten, so its frames are dropped.
+4. Blame. A refusal names its hop (REFUSED); a setup failure or setup timeout names its hops
+   (FAILURE / TIMEOUT). A mid-stream failure (error frame, missed deadline) names no one we can
+   trust (a hop may blame its neighbour), so every hop of the circuit is probed: a one-hop
+   circuit fed the input of its span (computed locally: the requester holds the weights) with
+   that hop's own deadline. A dead hop fails its probe (FAILURE), a staller misses it
+   (TIMEOUT), a wrong output is a verification failure; hops that pass are not blamed.
+5. Spot checks. Hop i of input x is checked iff `hooks.should_check` (probation: always). An
+   input with checked hops runs as segments: each checked hop alone in a one-hop circuit whose
+   real input is the previous segment's real output, so the requester sees exactly what the
+   hop received and returned, re-runs the span locally (trusted) and settles
+   (core/verification.py). A proven-wrong hop is excluded at once, the attempt is abandoned,
+   and every result of this run that passed through that hop unchecked is discarded and
+   recomputed without it: no output of a detected peer reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import trio
+
+from p2pinfer.core.circuit import HopSpec, Result
+from p2pinfer.core.codec import Activation
+from p2pinfer.core.plan import Plan
+from p2pinfer.core.reputation import EventKind
+from p2pinfer.core.snapshot import SwarmSnapshot
+from p2pinfer.core.verification import Execution, Verdict, settle
+from p2pinfer.errgroups import unwrapped
+from p2pinfer.errors import (CircuitError, HopFailedError, HopRefusedError, NetworkError, NoRouteError, PlanError,
+                             VerificationError)
+from p2pinfer.models import profiling
+from p2pinfer.models.executor import SpanExecutor
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.net.circuit_client import hop_specs
+from p2pinfer.net.hop_protocol import to_numpy, to_torch
+
+log = logging.getLogger(__name__)
+
+REQUESTER = "requester"  # the trusted executor's name in a settlement
+RETRYABLE = (CircuitError, NetworkError)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    outputs: tuple[Activation, ...]
+    latency_ms: tuple[float, ...]
+    traces: tuple[tuple[int, ...], ...]  # per input, the trace of the circuit that computed it
+    plan: Plan  # the plan of the last attempt
+    snapshot: SwarmSnapshot
+    setup_ms: float
+    attempts: int
+    wall_s: float
+    excluded: frozenset[str]
+
+
+def flat(act: Activation) -> np.ndarray:
+    """One comparable float64 vector of an activation (names sorted; a different set of names or
+    shapes gives a different length or NaN marker, so it never agrees)."""
+    items = sorted(act.items()) if isinstance(act, Mapping) else [("x", act)]
+    parts = []
+    for name, arr in items:
+        a = np.asarray(arr)
+        parts.append(np.array([float(len(name)), float(a.ndim), *a.shape], np.float64))
+        parts.append(a.astype(np.float64, copy=False).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+class ResilientRun:
+    """One batch through the swarm with failover and spot checks (module docstring)."""
+
+    def __init__(self, requester: Any, hooks: Any, manifest: Manifest, batch: Sequence[Activation], objective: str,
+                 *, on_result: Callable[[int], None] | None = None) -> None:
+        self.rq, self.hooks, self.manifest, self.batch, self.objective = requester, hooks, manifest, batch, objective
+        self.on_result = on_result
+        self.profile = profiling.profile(manifest, requester.store)
+        self.results: dict[int, tuple[Activation, float, tuple[int, ...]]] = {}
+        self.via: dict[int, frozenset[str]] = {}  # peers a result passed through unchecked
+        self.nonce = os.urandom(16)
+        self.local = SpanExecutor(requester.store)
+        self._local_lock = trio.CapacityLimiter(1)
+        self.setup_ms = 0.0
+
+    # ---- attempts ----
+
+    async def run(self) -> RunOutcome:
+        t0 = time.perf_counter()
+        excluded: frozenset[str] = frozenset()
+        last: Exception | None = None
+        plan = snapshot = None
+        attempts = 0
+        for attempts in range(1, self.rq.config.max_attempts + 1):
+            snapshot, plan, addrs = await self._plan(excluded, last, attempts)
+            try:
+                with unwrapped():
+                    await self._attempt(plan, addrs, attempts)
+            except RETRYABLE as exc:
+                last = exc
+                blamed = await self._blame(plan, addrs, exc)
+                excluded |= blamed
+                self.rq._records = None  # re-discover: the swarm changed
+                log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
+                continue
+            if len(self.results) == len(self.batch):
+                break
+        if len(self.results) < len(self.batch) or plan is None or snapshot is None:
+            raise NoRouteError(f"{self.manifest.name}: {len(self.batch) - len(self.results)} input(s) without a result "
+                               f"after {attempts} attempt(s); last failure: {last}")
+        order = range(len(self.batch))
+        return RunOutcome(tuple(self.results[i][0] for i in order), tuple(self.results[i][1] for i in order),
+                          tuple(self.results[i][2] for i in order), plan, snapshot, self.setup_ms, attempts,
+                          time.perf_counter() - t0, excluded)
+
+    async def _plan(self, excluded: frozenset[str], last: Exception | None,
+                    number: int) -> tuple[SwarmSnapshot, Plan, dict[str, tuple[str, ...]]]:
+        try:
+            snapshot, addrs = await self.rq.snapshot(exclude=excluded)
+            if not snapshot.peers:
+                raise NetworkError("every discovered peer is excluded by the ledger")
+            return snapshot, self.rq.plan(self.manifest, snapshot, self.objective), addrs
+        except (NetworkError, PlanError) as exc:
+            after = f" (attempt {number}; last failure: {last})" if last else ""
+            raise NoRouteError(f"no route remains for {self.manifest.name}: {exc}{after}") from exc
+
+    def _deadline_s(self, hops: Sequence[Any], transfer_out_s: float) -> float:
+        return sum(self.hooks.deadline_s(h.compute_s + h.transfer_in_s) for h in hops) + transfer_out_s
+
+    async def _attempt(self, plan: Plan, addrs: Mapping[str, tuple[str, ...]], number: int) -> None:
+        """Every input without a result through one circuit for `plan` (checked ones as segments)."""
+        specs = hop_specs(plan, self.manifest, addrs)
+        deadline = self._deadline_s(plan.hops, plan.transfer_out_s)
+        started = time.perf_counter()
+        circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=specs)
+        self.setup_ms = (time.perf_counter() - started) * 1000
+        todo = [i for i in range(len(self.batch)) if i not in self.results]
+        work = _Work(len(specs))
+        try:
+            await self._pump(circuit, plan, specs, todo, deadline, work, number)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await circuit.abort()
+            raise
+        else:
+            with trio.CancelScope(shield=True):
+                await circuit.aclose()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await self._receipts(circuit.circuit_id, specs, work)
+
+    async def _pump(self, circuit: Any, plan: Plan, specs: list[HopSpec], todo: list[int], deadline: float,
+                    work: "_Work", number: int) -> None:
+        window = trio.Semaphore(self.rq.config.max_in_flight)
+        outstanding: dict[int, tuple[int, float]] = {}  # seq -> (input index, sent at)
+        state = {"sent_all": False, "wake": trio.Event()}
+
+        async def sender(nursery: trio.Nursery) -> None:
+            for idx in todo:
+                await window.acquire()
+                key = self.nonce + number.to_bytes(2, "big") + idx.to_bytes(4, "big")
+                checked = [i for i, h in enumerate(specs) if self.hooks.should_check(key, i, h.peer_id)]
+                if checked:
+                    nursery.start_soon(self._segmented, idx, plan, specs, set(checked), window, key)
+                    continue
+                outstanding[circuit.machine.next_seq] = (idx, time.perf_counter())
+                await circuit.send(self.batch[idx])
+                state["wake"].set()
+            state["sent_all"] = True
+            state["wake"].set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender, nursery)
+            while True:
+                if not outstanding:
+                    if state["sent_all"]:
+                        break
+                    await state["wake"].wait()
+                    state["wake"] = trio.Event()
+                    continue
+                r = await circuit.receive(timeout=deadline)
+                if r.seq not in outstanding:
+                    continue
+                idx, sent = outstanding.pop(r.seq)
+                await self._accept(idx, r, sent, specs, work, checked=False)
+                window.release()
+
+    async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: "_Work", *,
+                      checked: bool) -> None:
+        """A (segment's) result: record its hops as completed; a full result is kept by index."""
+        wall = time.perf_counter() - sent
+        done = []
+        for j, spec in enumerate(specs):
+            measured = min(r.trace[j] / 1e6 if j < len(r.trace) else wall, wall)
+            done.append(self._hop_record(spec, measured))
+            work.add(j, self._span_flops(spec), measured)
+        await trio.to_thread.run_sync(self.hooks.hops_ok, done)
+        if not checked:
+            self.results[idx] = (r.act, wall * 1000, tuple(r.trace))
+            self.via[idx] = frozenset(s.peer_id for s in specs)
+            if self.on_result is not None:
+                self.on_result(len(self.results))
+
+    # ---- segments: spot-checked inputs ----
+
+    async def _segmented(self, idx: int, plan: Plan, specs: list[HopSpec], checked: set[int],
+                         window: trio.Semaphore, key: bytes) -> None:
+        try:
+            t0 = time.perf_counter()
+            act = self.batch[idx]
+            trace: list[int] = []
+            clean: set[str] = set()
+            for lo, hi in _segments(len(specs), checked):
+                seg = specs[lo:hi]
+                sent = time.perf_counter()
+                r, cid = await self._one_circuit(seg, act, self._deadline_s(plan.hops[lo:hi], plan.transfer_out_s))
+                if lo in checked:
+                    await self._verify(seg[0], act, r.act, idx, key)
+                work = _Work(len(seg))
+                await self._accept(idx, r, sent, seg, work, checked=True)
+                await self._receipts(cid, seg, work)
+                clean |= {s.peer_id for s in seg} if lo not in checked else set()
+                trace += list(r.trace)
+                act = r.act
+            self.results[idx] = (act, (time.perf_counter() - t0) * 1000, tuple(trace))
+            self.via[idx] = frozenset(clean)
+            if self.on_result is not None:
+                self.on_result(len(self.results))
+        finally:
+            window.release()
+
+    async def _one_circuit(self, specs: Sequence[HopSpec], act: Activation, deadline: float) -> tuple[Result, bytes]:
+        circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=list(specs))
+        try:
+            r = await circuit.infer(act, timeout=deadline)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await circuit.abort()
+            raise
+        with trio.CancelScope(shield=True):
+            await circuit.aclose()
+        return r, circuit.circuit_id
+
+    async def _verify(self, spec: HopSpec, given: Activation, got: Activation, idx: int, key: bytes) -> None:
+        """Settle one checked hop against the requester's own (trusted) execution of its span."""
+        want = await self.run_local(spec.start, spec.stop, given)
+        decision = settle([Execution(spec.peer_id, flat(got)), Execution(REQUESTER, flat(want), trusted=True)],
+                          self.hooks.options.policy)
+        assert isinstance(decision, Verdict)  # a trusted execution always settles
+        if spec.peer_id in decision.penalised:
+            detail = f"layers [{spec.start},{spec.stop}) of {self.manifest.name}, input {idx}"
+            await trio.to_thread.run_sync(self.hooks.verification_failed, spec.peer_id, detail)
+            recalled = [i for i, peers in self.via.items() if spec.peer_id in peers and i in self.results]
+            for i in recalled:
+                del self.results[i], self.via[i]
+            raise VerificationError(spec.peer_id, f"hop {spec.peer_id} returned a wrong output for {detail} "
+                                    f"(excluded; {len(recalled)} earlier result(s) through it recomputed)")
+
+    async def run_local(self, start: int, stop: int, act: Activation) -> Activation:
+        """Layers [start, stop) computed by the requester itself (it holds every weight)."""
+        def compute() -> Activation:
+            with torch.inference_mode():
+                return to_numpy(self.local.run(self.manifest, start, stop, to_torch(act)))
+        return await trio.to_thread.run_sync(compute, limiter=self._local_lock)
+
+    # ---- blame ----
+
+    async def _blame(self, plan: Plan, addrs: Mapping[str, tuple[str, ...]], exc: Exception) -> frozenset[str]:
+        if isinstance(exc, VerificationError):
+            return frozenset({exc.peer_id})  # recorded (and excluded) when it was detected
+        if isinstance(exc, HopRefusedError):
+            await trio.to_thread.run_sync(self.hooks.hop_failed, exc.peer_id, EventKind.REFUSED, str(exc))
+            return frozenset({exc.peer_id})
+        if isinstance(exc, HopFailedError) and exc.peer_ids:
+            kind = EventKind.TIMEOUT if exc.kind == "timeout" else EventKind.FAILURE
+            for peer in exc.peer_ids:
+                await trio.to_thread.run_sync(self.hooks.hop_failed, peer, kind, str(exc))
+            return frozenset(exc.peer_ids)
+        from p2pinfer.probe import probe_hops  # the mid-stream case: probe every hop
+
+        return await probe_hops(self, plan, addrs, exc)
+
+    # ---- bookkeeping ----
+
+    def _span_flops(self, spec: HopSpec) -> int:
+        return int(sum(layer.flops for layer in self.profile.layers[spec.start:spec.stop]))
+
+    def _hop_record(self, spec: HopSpec, measured: float) -> tuple:
+        peer = self.rq.last_specs.get(spec.peer_id)
+        by_class: dict[str, int] = {}
+        for layer in self.profile.layers[spec.start:spec.stop]:
+            for cls, f in layer.flops_by_class.items():
+                by_class[cls] = by_class.get(cls, 0) + int(f)
+        adv = peer.gflops if peer else 1.0
+        adv_by_class = dict(peer.gflops_by_class) if peer else {}
+        return (spec.peer_id, self._span_flops(spec), by_class, measured, adv, adv_by_class)
+
+    async def _receipts(self, circuit_id: bytes, specs: Sequence[HopSpec], work: "_Work") -> None:
+        items = [(s.peer_id, s.addrs, s.start, s.stop, work.flops[i], work.seconds[i])
+                 for i, s in enumerate(specs) if work.count[i]]
+        try:
+            await self.hooks.issue_receipts(circuit_id=circuit_id, model_id=self.manifest.model_id, work=items)
+        except Exception:  # task boundary: receipts never fail a request
+            log.exception("issuing receipts for circuit %s failed", circuit_id.hex()[:8])
+
+
+class _Work:
+    """Per hop of one circuit: completed inputs, flops and measured seconds (for its receipt)."""
+
+    def __init__(self, hops: int) -> None:
+        self.count, self.flops, self.seconds = [0] * hops, [0] * hops, [0.0] * hops
+
+    def add(self, i: int, flops: int, seconds: float) -> None:
+        if i < len(self.count):
+            self.count[i] += 1
+            self.flops[i] += flops
+            self.seconds[i] += seconds
+
+
+def _segments(n: int, checked: set[int]) -> list[tuple[int, int]]:
+    """[lo, hi) runs of hops: every checked hop alone, unchecked neighbours together."""
+    out, lo = [], 0
+    for i in range(n):
+        if i in checked:
+            if lo < i:
+                out.append((lo, i))
+            out.append((i, i + 1))
+            lo = i + 1
+    if lo < n:
+        out.append((lo, n))
+    return out
