@@ -44,6 +44,8 @@ def _say(text: str) -> None:
 
 
 def _start(args: argparse.Namespace) -> int:
+    from p2pinfer.node import IDENTITY_FILE, Node  # libp2p takes ~2 s to import: only when needed
+
     config = with_overrides(
         load_node_config(args.config), listen=args.listen, bootstrap=args.bootstrap, data_dir=args.data_dir
     )

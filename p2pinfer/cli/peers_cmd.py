@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pinfer.core.records import CapabilityRecord, to_json_dict
-from p2pinfer.net.lookup import DEFAULT_TIMEOUT_S, discover
+from p2pinfer.errors import ConfigError
+
+DEFAULT_TIMEOUT_S = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if not args.bootstrap:
+        raise ConfigError("no bootstrap peer given: pass --bootstrap /ip4/<ip>/tcp/<port>/p2p/<peer id> "
+                          "(a node prints its addresses on stderr at start)")
+    from p2pinfer.net.lookup import discover  # libp2p takes ~2 s to import: only when needed
+
     records = trio.run(
         lambda: discover(args.bootstrap, timeout=args.timeout, swarm=args.swarm, use_dht=not args.no_dht)
     )
