@@ -27,7 +27,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 
 from p2pinfer.core import wire
-from p2pinfer.errors import LedgerError, NetworkError, P2PInferError, RecordError, WireError
+from p2pinfer.errors import LedgerError, NetworkError, RecordError, WireError
 from p2pinfer.ledger import Ledger
 from p2pinfer.net.circuit_io import close_stream, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
@@ -112,7 +112,10 @@ class ReceiptService:
                 return
             ack = await self.accept(blob, sender=sender)
             await write_frame(stream, wire.encode(ack), max_size=MAX_RECEIPT_FRAME, timeout=self.io_timeout_s)
-        except P2PInferError as exc:  # NetworkError/WireError on the stream itself
+        except WireError as exc:  # oversized or unframeable: the sender broke the protocol
+            self.counters.unreadable += 1
+            log.warning("unreadable receipt stream from %s: %s", sender, exc)
+        except NetworkError as exc:  # the stream failed or timed out
             log.info("receipt stream from %s failed: %s", sender, exc)
         finally:
             await close_stream(stream)
