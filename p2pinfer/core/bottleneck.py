@@ -61,6 +61,8 @@ def bottleneck_of(cm: CostModel, spans: tuple[Span, ...]) -> float:
 def trivial_lower_bound(cm: CostModel) -> float:
     """Every layer runs somewhere (its fastest fitting peer) and the requester's links are fixed."""
     L = cm.num_layers
+    if cm.num_peers == 0:
+        return math.inf
     layer = np.diff(cm.stage, axis=1)  # (P, L)
     fits = (np.diff(cm.params)[None, :] <= cm.mem[:, None])
     per_layer = np.where(fits, layer, np.inf).min(axis=0)
@@ -77,16 +79,20 @@ def candidates_between(cm: CostModel, lo: float, hi: float, limit: int) -> np.nd
     """
     vals: list[np.ndarray] = []
     count = 0
+    stage, n_b = cm.stage, cm.num_layers + 1
     for y in range(cm.num_peers):
-        st = cm.stage[y]
-        first = np.searchsorted(st, st + lo, side="right")
-        last = np.searchsorted(st, st + hi, side="left")
+        st = stage[y]  # windows widened by one on each side: st[b] - st[a] rounds unlike st[a] + lo
+        first = np.maximum(np.searchsorted(st, st + lo, side="left") - 1, np.arange(n_b) + 1)
+        last = np.minimum(np.searchsorted(st, st + hi, side="right") + 1, n_b)
         n = np.maximum(last - first, 0)
-        count += int(n.sum())
+        a_idx = np.repeat(np.arange(n_b), n)
+        b_idx = first[a_idx] + np.arange(len(a_idx)) - np.repeat(np.cumsum(n) - n, n)
+        d = st[b_idx] - st[a_idx]
+        d = d[(d > lo) & (d < hi)]
+        count += len(d)
         if count > limit:
             return None
-        for a in np.flatnonzero(n):
-            vals.append(st[first[a]:last[a]] - st[a])
+        vals.append(d)
     links = np.concatenate([np.outer(cm.bits, cm.inv_up).ravel(), np.outer(cm.bits, cm.inv_down).ravel(),
                             cm.bits[[0, -1]] * np.array([cm.src_inv_up, cm.req_inv_down])])
     vals.append(links[(links > lo) & (links < hi)])
