@@ -80,7 +80,7 @@ async def test_forged_expired_stale_records_are_rejected_by_every_node() -> None
     async with running_swarm(4) as nodes:
         attack = _Attack(victim=nodes[1].peer_id)
         host = make_host(attack.me.libp2p_key_pair())
-        bad = [attack.bad_sig, attack.forged_victim, attack.expired, attack.stale]
+        bad = [attack.bad_sig, attack.forged_victim, attack.expired, attack.stale, b"\xa1\x61"]
         serve_records(host, lambda limit: [attack.good, *bad][:limit])
         async with host.run(listen_addrs=listen_addrs_from([])):
             await stop_auto_connector(host)
@@ -91,7 +91,8 @@ async def test_forged_expired_stale_records_are_rejected_by_every_node() -> None
                 for blob in [attack.good, *bad]:
                     await fetch_records(host, info.peer_id, push=blob)
             for node in nodes:
-                assert {"bad-signature", "key-mismatch", "expired", "stale-seq"} <= set(node.discovery.rejections)
+                assert {"bad-signature", "key-mismatch", "expired", "stale-seq", "malformed-cbor"} <= set(
+                    node.discovery.rejections)
                 attack.check_views({r.peer_id: r for r in node.peers()})
             # 2. DHT: a permissive attacker DHT stores the bad values at every node
             await _dht_attack(host, nodes, attack)
@@ -119,6 +120,7 @@ async def _dht_attack(host, nodes, attack: _Attack) -> None:  # type: ignore[no-
             (record_key(attack.me.peer_id), attack.bad_sig),
             (record_key(attack.victim), attack.forged_victim),
             ("/p2pinfer/other/thing", attack.good),
+            ("/evil/thing", attack.good),  # outside every registered namespace: strict mode refuses
         ]
         for key, value in plants:
             dht.value_store.store.pop(key.encode(), None)  # let the attacker re-put over its own value
@@ -134,6 +136,8 @@ async def _dht_attack(host, nodes, attack: _Attack) -> None:  # type: ignore[no-
             victim_held = node.dht.value_store.get(record_key(attack.victim).encode())
             assert victim_held is None or decode_verified(victim_held.value, now=time.time()).gflops != 9999.0
             assert node.dht.value_store.get(b"/p2pinfer/other/thing") is None
+            assert node.dht.value_store.get(b"/evil/thing") is None
+            assert reasons["bad-key"] >= 1
 
 
 async def test_departed_peer_disappears_after_expiry_and_updates_spread() -> None:
