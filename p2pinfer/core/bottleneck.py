@@ -111,6 +111,7 @@ class _Search:
         self.hi = math.inf
         self.lb = 0.0
         self.lp_ok = True  # the flow LP is available and small enough
+        self.relaxed_known = True  # lb >= the relaxed (peers may repeat) optimum: skip that proof
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
         if spans is not None:
@@ -130,7 +131,7 @@ class _Search:
 
         With `lp`, the flow LP is asked first: it may prove t infeasible, else it guides the search."""
         th = at(self.work, t)
-        if proven_infeasible(self.work, th):
+        if proven_infeasible(self.work, th, self.relaxed_known):
             self.lb = max(self.lb, t)
             return False
         guide = None
@@ -190,14 +191,14 @@ class _Search:
         lo, step = self.lb, _TOL - 1
         while lo * (1 + step) < hi:
             t = lo * (1 + step)
-            if not proven_infeasible(self.cm, at(self.cm, t)):
+            if not proven_infeasible(self.cm, at(self.cm, t), self.relaxed_known):
                 hi = t
                 break
             lo = self.lb = max(self.lb, t)
             step *= 4
         while hi > lo * _TOL:
             mid = math.sqrt(lo * hi)
-            if proven_infeasible(self.cm, at(self.cm, mid)):
+            if proven_infeasible(self.cm, at(self.cm, mid), self.relaxed_known):
                 lo = self.lb = max(self.lb, mid)
             else:
                 hi = mid

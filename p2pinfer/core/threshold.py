@@ -134,11 +134,12 @@ def capacity_short(cm: CostModel, th: Threshold) -> bool:
     return False
 
 
-def proven_infeasible(cm: CostModel, th: Threshold) -> bool:
-    """True when T is proven out of reach (relaxed reachability or capacity counting)."""
+def proven_infeasible(cm: CostModel, th: Threshold, relaxed: bool = True) -> bool:
+    """True when T is proven out of reach (capacity counting, then relaxed reachability; callers
+    that already know the relaxed optimum pass relaxed=False: reachability adds nothing then)."""
     if not th.alive.any() or capacity_short(cm, th):  # the cheaper proof first
         return True
-    return not relaxed_reach(th)[-1]
+    return relaxed and not relaxed_reach(th)[-1]
 
 
 class _Budget(Exception):
