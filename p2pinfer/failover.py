@@ -101,6 +101,7 @@ class ResilientRun:
         self.local = SpanExecutor(requester.store)
         self._local_lock = trio.CapacityLimiter(1)
         self.setup_ms = 0.0
+        self.segments: dict[tuple, _Segment] = {}
 
     # ---- attempts ----
 
@@ -155,18 +156,19 @@ class ResilientRun:
         self.setup_ms = (time.perf_counter() - started) * 1000
         todo = [i for i in range(len(self.batch)) if i not in self.results]
         work = _Work(len(specs))
+        self.segments = {}
+        failed = True
         try:
             await self._pump(circuit, plan, specs, todo, deadline, work, number)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await circuit.abort()
-            raise
-        else:
-            with trio.CancelScope(shield=True):
-                await circuit.aclose()
+            failed = False
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(10):
-                await self._receipts(circuit.circuit_id, specs, work)
+            with trio.CancelScope(shield=True):
+                for c, w, seg_specs in [(circuit, work, specs)] + [(g.circuit, g.work, g.specs)
+                                                                   for g in self.segments.values() if g.circuit]:
+                    await (c.abort() if failed else c.aclose())
+                    with trio.move_on_after(10):
+                        await self._receipts(c.circuit_id, seg_specs, w)
+                self.segments = {}
 
     async def _pump(self, circuit: Any, plan: Plan, specs: list[HopSpec], todo: list[int], deadline: float,
                     work: "_Work", number: int) -> None:
@@ -232,12 +234,13 @@ class ResilientRun:
             for lo, hi in _segments(len(specs), checked):
                 seg = specs[lo:hi]
                 sent = time.perf_counter()
-                r, cid = await self._one_circuit(seg, act, self._deadline_s(plan.hops[lo:hi], plan.transfer_out_s))
+                group = await self._segment(seg)
+                async with group.lock:
+                    sent = time.perf_counter()
+                    r = await group.circuit.infer(act, timeout=self._deadline_s(plan.hops[lo:hi], plan.transfer_out_s))
                 if lo in checked:
                     await self._verify(seg[0], act, r.act, idx, key)
-                work = _Work(len(seg))
-                await self._accept(idx, r, sent, seg, work, checked=True)
-                await self._receipts(cid, seg, work)
+                await self._accept(idx, r, sent, seg, group.work, checked=True)
                 clean |= {s.peer_id for s in seg} if lo not in checked else set()
                 trace += list(r.trace)
                 act = r.act
@@ -247,6 +250,17 @@ class ResilientRun:
                 self.on_result(len(self.results))
         finally:
             window.release()
+
+    async def _segment(self, specs: list[HopSpec]) -> "_Segment":
+        """The attempt's circuit over exactly `specs` (opened once, reused by later checks)."""
+        key = tuple((s.peer_id, s.start, s.stop) for s in specs)
+        group = self.segments.get(key)
+        if group is None:
+            group = self.segments[key] = _Segment(specs)
+        async with group.lock:
+            if group.circuit is None:
+                group.circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=specs)
+        return group
 
     async def _one_circuit(self, specs: Sequence[HopSpec], act: Activation, deadline: float) -> tuple[Result, bytes]:
         circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=list(specs))
@@ -321,6 +335,14 @@ class ResilientRun:
             await self.hooks.issue_receipts(circuit_id=circuit_id, model_id=self.manifest.model_id, work=items)
         except Exception:  # task boundary: receipts never fail a request
             log.exception("issuing receipts for circuit %s failed", circuit_id.hex()[:8])
+
+
+class _Segment:
+    """A circuit over part of a plan, for spot-checked inputs; one input at a time."""
+
+    def __init__(self, specs: list[HopSpec]) -> None:
+        self.specs, self.lock, self.work = specs, trio.Lock(), _Work(len(specs))
+        self.circuit: Any = None
 
 
 class _Work:

@@ -63,8 +63,12 @@ async def test_staller_misses_its_deadline_and_is_routed_around(tmp_path: Path) 
 
 
 async def test_no_route_left_is_an_explicit_error(tmp_path: Path) -> None:
-    configs = [mlp_node(f"c{i}", adversary={"crash_after_hops": 1}) for i in range(3)]
+    """mlp needs 4 of these peers; each crashes on its second hop: after the first crash only 3
+    are left, which cannot cover the model."""
+    configs = [mlp_node(f"c{i}", adversary={"crash_after_hops": 1}) for i in range(4)]
     async with fault_swarm(tmp_path, configs, options=NO_CHECKS,
-                           config=with_attempts(FAULT_REQUESTER, 3)) as (_swarm, requester, _hooks):
-        with trio.fail_after(40), pytest.raises(NoRouteError, match="no route remains|without a result"):
+                           config=with_attempts(FAULT_REQUESTER, 3)) as (_swarm, requester, hooks):
+        with trio.fail_after(40), pytest.raises(NoRouteError, match="no route remains for mlp.*last failure"):
             await requester.infer_stream("mlp", inputs(5))
+        crashed = [v for v in hooks.ledger.peers(hooks.clock()) if v.state.failures]
+        assert len(crashed) >= 1 and all(v.state.hops_ok == 1 for v in hooks.ledger.peers(hooks.clock()))
