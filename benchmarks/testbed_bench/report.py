@@ -1,0 +1,139 @@
+"""Tables and plots of testbed results (the "testbed" section of docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks.testbed_bench.requester import METHODS
+
+SHORT = {"planner": "planner", "single-peer": "best single", "even-split": "even split (DEFER)",
+         "memory-proportional": "mem-proportional (exo)", "greedy-fastest": "greedy"}
+
+
+def err(pred: float, meas: float) -> float:
+    """Relative error of the prediction against the measurement."""
+    return (pred - meas) / meas if meas and math.isfinite(meas) and meas > 0 else float("nan")
+
+
+def pct(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x * 100:+.0f}%"
+
+
+def hops_text(entry: dict[str, Any], names: dict[str, str]) -> str:
+    return " → ".join(f"{names.get(p, p[:8])}[{a}:{b}]" for p, a, b in entry["spans"])
+
+
+def compute_table(res: dict[str, Any]) -> str:
+    rows = ["| node | class | CPU quota | advertised GFLOP/s | full core GFLOP/s | ratio | conv / linear / attention |",
+            "|---|---|---|---|---|---|---|"]
+    for r in res["compute"]:
+        bc = r["by_class"]
+        rows.append(f"| {r['node']} | {r['class']} | {r['cpu']:.2f} | {r['advertised_gflops']:.1f} | {r['full_core_gflops']:.1f} "
+                    f"| {r['ratio']:.3f} | {bc.get('conv', 0):.1f} / {bc.get('linear', 0):.1f} / {bc.get('attention', 0):.1f} |")
+    return "\n".join(rows)
+
+
+def model_table(res: dict[str, Any], model: dict[str, Any]) -> str:
+    names = res["nodes"]
+    rows = [f"**{res['cluster']} / {model['model']}** ({model['layers']} layers, {model['gflop']:.1f} GFLOP)\n",
+            "| method | throughput plan | predicted rps | measured rps | error | latency plan: predicted ms | measured ms | error |",
+            "|---|---|---|---|---|---|---|---|"]
+    for method in METHODS:
+        t, l = model["throughput"].get(method), model["latency"].get(method)
+        if t is None:
+            rows.append(f"| {SHORT[method]} | infeasible | | | | | | |")
+            continue
+        tm = t["measured"]["throughput_rps"]
+        lm = l["measured"]["latency_ms"] if l else float("nan")
+        lp = l["predicted_latency_ms"] if l else float("nan")
+        rows.append(f"| {SHORT[method]} | {hops_text(t, names)} | {t['predicted_throughput_rps']:.2f} | {tm:.2f} "
+                    f"| {pct(err(t['predicted_throughput_rps'], tm))} | {lp:.0f} | {lm:.0f} | {pct(err(lp, lm))} |")
+    return "\n".join(rows)
+
+
+def errors(results: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"throughput": [], "latency": []}
+    for res in results:
+        for model in res["models"]:
+            for objective, pkey, mkey in (("throughput", "predicted_throughput_rps", "throughput_rps"),
+                                          ("latency", "predicted_latency_ms", "latency_ms")):
+                seen = set()
+                for entry in model[objective].values():
+                    if entry and str(entry["spans"]) not in seen:
+                        seen.add(str(entry["spans"]))
+                        out[objective].append(err(entry[pkey], entry["measured"][mkey]))
+    return {k: [x for x in v if math.isfinite(x)] for k, v in out.items()}
+
+
+def targets(results: list[dict[str, Any]], cluster: str = "iot8", model: str = "resnet50") -> dict[str, float] | None:
+    for res in results:
+        if res["cluster"] != cluster:
+            continue
+        for m in res["models"]:
+            if m["model"] == model:
+                t = m["throughput"]
+                get = lambda k, f="measured": (t[k]["measured"]["throughput_rps"] if f == "measured" else t[k]["predicted_throughput_rps"]) if t.get(k) else float("nan")  # noqa: E731
+                return {"vs_single": get("planner") / get("single-peer"), "vs_even": get("planner") / get("even-split"),
+                        "pred_vs_single": get("planner", "p") / get("single-peer", "p"),
+                        "pred_vs_even": get("planner", "p") / get("even-split", "p"), "optimal": t["planner"]["optimal"]}
+    return None
+
+
+def hop_sweep_table(res: dict[str, Any]) -> tuple[str, float]:
+    rows = ["| hops | predicted ms | measured ms | measured - predicted |", "|---|---|---|---|"]
+    xs, ys = [], []
+    for r in res.get("hop_sweep", []):
+        d = r["measured"]["latency_ms"] - r["predicted_latency_ms"]
+        xs.append(r["hops"]); ys.append(d)
+        rows.append(f"| {r['hops']} | {r['predicted_latency_ms']:.1f} | {r['measured']['latency_ms']:.1f} | {d:.1f} |")
+    slope = statistics.linear_regression(xs, ys).slope if len(xs) >= 2 else float("nan")
+    return "\n".join(rows), slope
+
+
+def plot_throughput(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(res, m) for res in results for m in res["models"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (res, model) in zip(axes[0], panels):
+        meas = [(model["throughput"].get(k) or {}).get("measured", {}).get("throughput_rps", 0) for k in METHODS]
+        pred = [(model["throughput"].get(k) or {}).get("predicted_throughput_rps", 0) for k in METHODS]
+        ax.bar(range(len(METHODS)), meas, color=["#2a7", "#999", "#69c", "#c96", "#a6c"])
+        ax.scatter(range(len(METHODS)), pred, marker="_", s=300, color="k", label="predicted")
+        ax.set_xticks(range(len(METHODS)), [SHORT[k].split(" (")[0] for k in METHODS], rotation=60, fontsize=7)
+        ax.set_title(f"{res['cluster']}: {model['model']}", fontsize=9)
+        ax.set_ylabel("inputs/s (streamed)", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_prediction(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, (objective, pkey, mkey, unit) in zip(axes, (("throughput", "predicted_throughput_rps", "throughput_rps", "inputs/s"),
+                                                        ("latency", "predicted_latency_ms", "latency_ms", "ms"))):
+        hi = 0.0
+        for res, marker in zip(results, "os^v"):
+            for model, color in zip(res["models"], ("#c33", "#36c", "#3a3", "#a6c")):
+                pts = [(e[pkey], e["measured"][mkey]) for e in model[objective].values() if e]
+                if pts:
+                    ax.scatter(*zip(*pts), marker=marker, color=color, label=f"{res['cluster']} {model['model']}", s=22)
+                    hi = max(hi, *(max(p) for p in pts))
+        ax.plot([0, hi * 1.1], [0, hi * 1.1], "k-", lw=0.8)
+        ax.fill_between([0, hi * 1.1], [0, hi * 1.1 / 1.15], [0, hi * 1.1 / 0.85], color="k", alpha=0.08, label="±15%")
+        ax.set_xlabel(f"predicted {objective} ({unit})"); ax.set_ylabel(f"measured ({unit})")
+        ax.set_title(f"cost model: {objective}", fontsize=10)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

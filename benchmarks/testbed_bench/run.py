@@ -1,0 +1,93 @@
+"""Drive one cluster: bring up the testbed, start the node processes, check their advertised
+compute against the quota, run the requester job, tear down. Progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.testbed import Testbed, TestbedError, load_cluster
+from benchmarks.testbed_bench.swarm import TestbedSwarm
+from p2pinfer.models import zoo
+from p2pinfer.models.store import ModelStore
+
+FULL_CORE_PROBE = ("import json; from p2pinfer.models.calibrate import benchmark; "
+                   "print(json.dumps(benchmark(threads=1).gflops))")
+
+
+def progress(text: str) -> None:
+    print(f"[bench_testbed {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def model_blobs(store: ModelStore, models: list[str]) -> dict[str, list[str]]:
+    """model id -> every blob its hops may need, for pre-placing in the nodes' stores."""
+    return {m.model_id: m.weight_hashes() for m in (zoo.get_manifest(n, store=store) for n in models)}
+
+
+def full_core_gflops(tb: Testbed) -> float:
+    """The same calibration the nodes run, outside any cgroup, in the requester's namespace:
+    what one full core of this host gives right now (the host is shared, so measure it)."""
+    done = tb.requester_exec([sys.executable, "-c", FULL_CORE_PROBE], timeout=60, cgroup=False, check=True,
+                             env={"OMP_NUM_THREADS": "1"})
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]], full: float) -> list[dict[str, Any]]:
+    """Advertised GFLOP/s of each node next to its quota x the full-core figure."""
+    by_peer = {r["peer_id"]: r for r in records}
+    rows = []
+    for name, node in swarm.nodes.items():
+        rec = by_peer[node.peer_id]
+        cpu = tb.device(name).cpu
+        rows.append({"node": name, "class": tb.device(name).name, "peer": node.peer_id, "cpu": cpu,
+                     "advertised_gflops": rec["gflops"], "full_core_gflops": full,
+                     "ratio": rec["gflops"] / full, "by_class": rec.get("gflops_by_class", {}),
+                     "up_mbps": rec["up_mbps"], "down_mbps": rec["down_mbps"], "latency_ms": rec["latency_ms"]})
+    return rows
+
+
+def run_requester(tb: Testbed, swarm: TestbedSwarm, job: dict[str, Any], store: ModelStore, timeout: float) -> dict[str, Any]:
+    dev = tb.device("requester")
+    link = f"{dev.up_mbps or 1000},{dev.down_mbps or 1000},{dev.latency_ms}"
+    path = tb.log_dir / f"job-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(job))
+    argv = [sys.executable, "-m", "benchmarks.testbed_bench.requester", "--bootstrap", swarm.bootstrap,
+            "--link", link, "--store", str(store.root), str(path)]
+    proc = tb.requester_spawn(argv, stdout=subprocess.PIPE, stderr=sys.stderr, env=tb.thread_env("requester"),
+                              cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise TestbedError(f"the requester job did not finish within {timeout}s")
+    if proc.returncode != 0:
+        raise TestbedError(f"the requester job failed (exit {proc.returncode}); see the output above")
+    return json.loads(out)
+
+
+def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, timeout: float) -> dict[str, Any]:
+    """Everything for one cluster, torn down on the way out whatever happens."""
+    cluster = load_cluster(cluster_file)
+    models = sorted(set(job.get("models", [])) | {m for m in [job.get("hop_sweep"), (job.get("failover") or {}).get("model")] if m})
+    blobs = model_blobs(store, models)
+    started = time.monotonic()
+    with Testbed(cluster) as tb:
+        progress(f"{cluster.name}: testbed up ({len(tb.nodes)} nodes), logs in {tb.log_dir}")
+        swarm = TestbedSwarm(tb, store.root, tuple(blobs), blobs).start()
+        progress(f"{cluster.name}: {len(swarm.nodes)} nodes ready in {time.monotonic() - started:.1f}s")
+        full = full_core_gflops(tb)
+        compute = compute_check(tb, swarm, swarm.advertised(), full)
+        for row in compute:
+            progress(f"  {row['node']}: quota {row['cpu']:.2f} core, advertises {row['advertised_gflops']:.1f} GFLOP/s "
+                     f"= {row['ratio']:.3f} x full core ({full:.1f})")
+        if job.get("failover"):
+            job = {**job, "failover": {**job["failover"], "pids": swarm.pids()}}
+        result = run_requester(tb, swarm, job, store, timeout)
+        names = {p.peer_id: n for n, p in swarm.nodes.items()}
+        throttled = {n: tb.cpu_stat(n).get("nr_throttled", 0) for n in tb.nodes}
+    return {"cluster": cluster.name, "nodes": names, "compute": compute, "throttled": throttled,
+            "wall_s": time.monotonic() - started, **result}
