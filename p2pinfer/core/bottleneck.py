@@ -44,7 +44,7 @@ _UNDECIDED = 3  # a bisection gives up after this many undecided probes in a row
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 6
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
-_TIEBREAK_PASS = 2_000_000  # one relaxed latency pass for the tie-break up to this much work
+_TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
 
 
 @dataclass(frozen=True)
@@ -249,13 +249,13 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
         if spans is None:
             return BottleneckResult(None, math.inf, proven)
     s.offer(spans)
-    if s.probe(lb0, _MIN_NODES + cm.num_layers) and s.hi <= lb0 * (1 + CAP_SLACK):  # the bound is met
+    if s.probe(lb0, cm.num_layers) and s.hi <= lb0 * (1 + CAP_SLACK):  # the bound is met (one dive)
         return BottleneckResult(_fastest_within(cm, s.best, s.hi, options), s.hi, True)
     s.prove_lower(s.hi)
     s.narrow()
     if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe
         s.nodes = _MIN_NODES + cm.num_layers
-    lo = s.ascend(s.nodes)
+    lo = s.ascend(s.nodes if alive <= _SMALL_PEERS else cm.num_layers)
     s.narrow()
     s.bisect(s.nodes, _TOL, lo=lo)
     optimal = s.optimal()

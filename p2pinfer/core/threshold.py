@@ -169,8 +169,9 @@ class ChainSearch:
         self.cap = span_capacity(th, cm.layer_flops)
         self.need = [(self.cum[-1] - self.cum, _suffix_capacity(th, self.reach, self.cum)),
                      (float(L) - np.arange(L + 1), _suffix_capacity(th, self.reach, np.arange(L + 1.0)))]
-        self.failed: set[tuple[int, bytes]] = set()
+        self.failed: set[tuple[int, int]] = set()
         self.ends_cache: dict[tuple[int, int], list[int]] = {}
+        self.order_cache: dict[int, list[int]] = {}
         self.nodes = 0
 
     def run(self, budget: int) -> tuple[tuple[Span, ...] | None, bool]:
@@ -178,39 +179,50 @@ class ChainSearch:
         if not self.th.start_ok[0].any() or not self.th.alive.any():
             return None, True
         self.budget = budget
+        self.free = self.th.alive.astype(float)  # 1.0 for unused peers (for the capacity sums)
+        mask = sum(1 << int(y) for y in np.flatnonzero(self.th.alive))
         try:
-            found = self._dfs(0, self.th.alive.copy())
+            found = self._dfs(0, mask)
         except _Budget:
             return None, False
         return (tuple(found), True) if found is not None else (None, True)
 
-    def _dfs(self, a: int, free: np.ndarray) -> list[Span] | None:
+    def _dfs(self, a: int, mask: int) -> list[Span] | None:
+        """Chain from boundary a using only peers in `mask` (bit y set: peer y unused)."""
         if a == self.cm.num_layers:
             return []
-        key = (a, np.packbits(free).tobytes())
+        key = (a, mask)
         if key in self.failed:
             return None
         self.nodes += 1
         if self.nodes > self.budget:
             raise _Budget
+        free = self.free
         for left, cap in self.need:
             if float(cap[a] @ free) < left[a] * (1 - 1e-12):
                 self.failed.add(key)
                 return None
-        r = self.reach[a]
-        cand = np.flatnonzero(free & self.th.start_ok[a] & (r > a))
-        if len(cand):
-            score = self._score(a, cand, r)
-            for y in cand[np.argsort(score, kind="stable")]:
-                free[y] = False
-                for b in self._ends(a, int(y)):
-                    rest = self._dfs(b, free)
-                    if rest is not None:
-                        free[y] = True
-                        return [(int(y), a, b), *rest]
-                free[y] = True
+        for y in self._order(a):
+            if not (mask >> y) & 1:
+                continue
+            free[y] = 0.0
+            for b in self._ends(a, y):
+                rest = self._dfs(b, mask & ~(1 << y))
+                if rest is not None:
+                    free[y] = 1.0
+                    return [(y, a, b), *rest]
+            free[y] = 1.0
         self.failed.add(key)
         return None
+
+    def _order(self, a: int) -> list[int]:
+        """Peers that may start a span at a, in the order they are tried (cached per a)."""
+        got = self.order_cache.get(a)
+        if got is None:
+            r = self.reach[a]
+            cand = np.flatnonzero(self.th.start_ok[a] & (r > a))
+            got = self.order_cache[a] = cand[np.argsort(self._score(a, cand, r), kind="stable")].tolist()
+        return got
 
     def _score(self, a: int, cand: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Order of the peers tried at a: least FLOPs capacity left unused first (thrifty),
