@@ -5,11 +5,14 @@ Protocols (each frame is varint-length-prefixed; the length is checked before th
 - "/p2pinfer/hop/1.0.0": a stream of ActivationFrames in (from the previous hop or the requester).
 - "/p2pinfer/result/1.0.0": served by the requester (net/circuit_client.py); the last hop writes
   ResultFrames there, and any hop writes ErrorFrames there.
+- "/p2pinfer/receipt/1.0.0": receipts for completed hops (net/receipts_protocol.py), served by
+  HopNodeService when the node has a ledger.
 
 The data path of one frame, top to bottom (`_on_hop_stream` -> `_compute_and_forward`): read with
 a size limit; decode, authenticate and replay-check in the machine; compute the span in a worker
 thread behind a CapacityLimiter (so the trio loop stays responsive and several circuits share the
-cores); seal the output in that thread; write it DIRECTLY to the next peer (or, for the last hop,
+cores), entered through an AdmissionGate that serves waiting frames by their requester's credit
+in the node's ledger when every slot is busy (net/admission_gate.py); seal the output in that thread; write it DIRECTLY to the next peer (or, for the last hop,
 to the requester). Every await has a deadline; a bad frame is dropped, counted and logged, and
 the hop carries on serving every other circuit.
 """
