@@ -32,9 +32,10 @@ READY = r"p2pinfer node: ready"
 PEER_ID = r"p2pinfer node: peer_id (\w+)"
 
 
-def node_config(tb: Testbed, name: str) -> str:
-    """The TOML config of node `name`: what its device class really gets, nothing faked."""
-    fields = tb.device(name).node_config_fields()
+def node_config(tb: Testbed, name: str, overrides: dict[str, Any] | None = None) -> str:
+    """The TOML config of node `name`: what its device class really gets, nothing faked
+    (`overrides` replaces [resources] keys, e.g. a smaller mem_bytes to force a split in tests)."""
+    fields = {**tb.device(name).node_config_fields(), **(overrides or {})}
     lines = ["[node]", f'name = "{name}"', f'device_class = "{tb.device(name).name}"', "", "[resources]",
              "compute_threads = 1"]
     lines += [f"{k} = {v!r}" for k, v in sorted(fields.items())]
@@ -73,12 +74,15 @@ class NodeProc:
 class TestbedSwarm:
     """`p2pinfer node start` in every node namespace of `tb`; the first node bootstraps the rest."""
 
+    __test__ = False  # not a pytest test class despite the name
+
     tb: Testbed
     store_root: Path
     model_ids: tuple[str, ...] = ()
     blobs: dict[str, Any] = field(default_factory=dict)  # model id -> blob hashes to pre-place
     nodes: dict[str, NodeProc] = field(default_factory=dict)
     bootstrap: str = ""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name -> [resources] keys
     _log_start: dict[str, int] = field(default_factory=dict)  # stderr offset of each node's current process
 
     def start(self, *, timeout: float = 120.0) -> "TestbedSwarm":
@@ -98,7 +102,7 @@ class TestbedSwarm:
         data = self.tb.data_dir(name)
         seed_store(self.store_root, data, self.model_ids, self.blobs)
         config = data / "node.toml"
-        config.write_text(node_config(self.tb, name))
+        config.write_text(node_config(self.tb, name, self.overrides.get(name)))
         argv = [sys.executable, "-m", "p2pinfer", "node", "start", "--config", str(config),
                 "--listen", self.tb.multiaddr(name, PORT), "--data-dir", str(data), *extra]
         start = self.tb.log_paths(name)[1].stat().st_size if self.tb.log_paths(name)[1].exists() else 0
