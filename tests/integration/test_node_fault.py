@@ -28,7 +28,7 @@ ADVERSARIAL = Path(__file__).parents[2] / "node_configs" / "adversarial"
 X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
 # one attempt, and a result deadline short enough that a dead hop costs seconds (a requester
 # without failover has no other way to learn that a hop died after taking its frame)
-REQUESTER = replace(TEST_REQUESTER, max_attempts=1, circuit=replace(TEST_REQUESTER.circuit, result_timeout_s=5.0))
+REQUESTER = replace(TEST_REQUESTER, max_attempts=1, circuit=replace(TEST_REQUESTER.circuit, result_timeout_s=3.0))
 
 
 @pytest.fixture
