@@ -80,6 +80,7 @@ class Member:
     hop: HopNodeService
     ledger: Ledger
     killed: bool = False
+    stopped: trio.Event = field(default_factory=trio.Event)  # set once its node has shut down
 
     @property
     def peer_id(self) -> str:
@@ -165,13 +166,21 @@ class LocalSwarm:
     def kill(self, name: str) -> Member:
         """Stop member `name` at once, as if its process died: its node's scope is cancelled, so
         its host closes its listener and connections and its streams reset. Call from the trio
-        thread; the other members keep serving."""
+        thread; the other members keep serving. `await member.stopped.wait()` waits for the
+        shutdown to finish."""
         member = self.member(name)
         if not member.killed:
             log.warning("local swarm: killing member %s (%s)", name, member.peer_id)
             member.killed = True
             member.node.stop()
         return member
+
+    @staticmethod
+    async def _run_member(member: Member, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await member.node.run(task_status=task_status)
+        finally:
+            member.stopped.set()
 
     def _crash_from_thread(self, name: str) -> Callable[[], None]:
         """`on_crash` of an adversarial member: kill it from the hop's worker thread, and wait
@@ -199,14 +208,14 @@ class LocalSwarm:
     async def _serve(self, capabilities: list[Capability], executor: SpanExecutor, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             first = self._member(self.configs[0], capabilities[0], executor, (), self._ledgers[0])
-            await nursery.start(first.node.run)
+            await nursery.start(self._run_member, first)
             self.members = [first]
             seeds = first.node.listen_addrs[:1]
             rest = [self._member(c, cap, executor, seeds, led)
                     for c, cap, led in zip(self.configs[1:], capabilities[1:], self._ledgers[1:])]
             async with trio.open_nursery() as starter:
                 for member in rest:
-                    starter.start_soon(nursery.start, member.node.run)
+                    starter.start_soon(nursery.start, self._run_member, member)
             self.members += rest
             await self._converge(first.node)
             log.info("local swarm ready: %s", ", ".join(f"{m.name}={m.peer_id}" for m in self.members))
