@@ -13,8 +13,9 @@ a size limit; decode, authenticate and replay-check in the machine; compute the 
 thread behind a CapacityLimiter (so the trio loop stays responsive and several circuits share the
 cores), entered through an AdmissionGate that serves waiting frames by their requester's credit
 in the node's ledger when every slot is busy (net/admission_gate.py); seal the output in that
-thread; write it DIRECTLY to the next peer (or, for the last hop, to the requester). Every await has a deadline; a bad frame is dropped, counted and logged, and
-the hop carries on serving every other circuit.
+thread; write it DIRECTLY to the next peer (or, for the last hop, to the requester). Every await
+has a deadline; a bad frame is dropped, counted and logged, and the hop carries on serving every
+other circuit.
 """
 
 from __future__ import annotations
