@@ -17,8 +17,10 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 import trio
@@ -26,15 +28,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from p2pinfer.client import InferenceResult, Input, StreamResult, connect
+from p2pinfer.client import InferenceResult, Input, Requester, RequesterConfig, StreamResult, connect, embedded_config
 from p2pinfer.config import local_swarm_config_paths
 from p2pinfer.core.plan import OBJECTIVES, Plan
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import ConfigError, InputError
+from p2pinfer.fault import DEFAULT_SPOT_CHECK, FaultOptions, LedgerHooks
 from p2pinfer.models import zoo
 from p2pinfer.models.io import MAX_INPUT_FILE_BYTES, load_input, output_to_json
 from p2pinfer.models.local_run import LocalResult, run_local
-from p2pinfer.models.store import store_for
+from p2pinfer.models.store import default_root, store_for
 
 MAX_STREAM_INPUTS = 10_000
 
@@ -55,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument("--data-dir", metavar="DIR", help="model store root (default: the user data dir)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads for --local compute")
+    parser.add_argument("--spot-check", type=float, default=DEFAULT_SPOT_CHECK, metavar="FRACTION",
+                        help=f"fraction of hops re-run locally to verify them (default {DEFAULT_SPOT_CHECK}; "
+                             "every hop of a peer on probation is checked; docs/reputation.md)")
+    parser.add_argument("--max-attempts", type=int, default=3, metavar="N",
+                        help="circuits to try before giving up (failover re-plans without failed peers; default 3)")
     parser.set_defaults(handler=_handle)
 
 
@@ -71,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--input-file streams through a swarm; use --input X with --local")
         _render_local(run_local(args.model, args.input, store=store_for(args.data_dir), threads=args.threads), args.json)
         return 0
+    _fault_settings(args)  # bad flags: fail before any network
     manifest = zoo.get_manifest(args.model, store=store_for(args.data_dir))  # bad model/input: fail before any network
     if args.input_file:
         inputs = read_input_file(Path(args.input_file), text=manifest.preprocess == "text")
@@ -94,8 +103,26 @@ def _announce_swarm(directory: str | None) -> None:
           f"on loopback from {where}: {', '.join(p.stem for p in paths)})", file=sys.stderr, flush=True)
 
 
-def _session(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return connect(bootstrap=args.bootstrap or (), swarm_dir=args.swarm, store=store_for(args.data_dir))
+def _fault_settings(args: argparse.Namespace) -> tuple[FaultOptions, RequesterConfig]:
+    """--spot-check and --max-attempts, checked before any network."""
+    options = FaultOptions.with_spot_check(args.spot_check)
+    base = RequesterConfig() if args.bootstrap else embedded_config()
+    if args.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    return options, replace(base, max_attempts=args.max_attempts)
+
+
+@asynccontextmanager
+async def _session(args: argparse.Namespace) -> AsyncIterator[Requester]:
+    """A requester whose reputation ledger lives in --data-dir (or the user data dir)."""
+    options, config = _fault_settings(args)
+    hooks = LedgerHooks.open(args.data_dir or default_root(), options=options)
+    try:
+        async with connect(bootstrap=args.bootstrap or (), swarm_dir=args.swarm, store=store_for(args.data_dir),
+                           config=config, hooks=hooks) as requester:
+            yield requester
+    finally:
+        hooks.close()
 
 
 async def _single(args: argparse.Namespace) -> InferenceResult:

@@ -160,6 +160,6 @@ def test_cli_reports_a_refusing_peer_in_one_line(store: ModelStore, capsys: pyte
     with swarm_in_thread(configs, store, options=options) as swarm:
         liar = next(m.peer_id for m in swarm.members if m.name == LIAR)
         code, last = _run(capsys, "mlp", "--input", str(store.root / "x.npy"), "--bootstrap", swarm.bootstrap_addrs[0],
-                          "--data-dir", str(store.root))
+                          "--data-dir", str(store.root), "--max-attempts", "1")  # no failover: the refusal is the answer
     assert code == 2 and last.startswith("p2pinfer: error: ")
     assert liar in last and "out-of-memory" in last, last
