@@ -27,6 +27,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from benchmarks._report import machine_line, write_section
 from p2pinfer.core.records import decode_verified
 from p2pinfer.crypto.identity import Identity
+from p2pinfer.errors import NetworkError
 from p2pinfer.net import dht as dhtlib
 from p2pinfer.net.host import connect, make_host, parse_peer_addr, stop_auto_connector
 from p2pinfer.net.lookup import discover
@@ -36,11 +37,14 @@ from tests.integration._nodes import known_ids, running_swarm
 
 
 
+DHT_PUBLISH_MAX = 10  # larger in-process swarms publish nothing into the DHT (see the note below)
+
+
 def settings_for(n: int) -> NodeSettings:
-    """Default anti-entropy (10 s); DHT publishing on, first puts spread over 2n s (see
-    NodeSettings.dht_jitter_s: 50 simultaneous py-libp2p puts starve this machine)."""
-    return NodeSettings(pull_interval_s=10.0, record_ttl_s=600.0, republish_s=300.0, dht_publish=True,
-                        dht_timeout_s=60.0, dht_jitter_s=2.0 * n)
+    """Default anti-entropy (10 s). DHT publishing on up to DHT_PUBLISH_MAX nodes, first puts
+    spread over 2n s (NodeSettings.dht_jitter_s)."""
+    return NodeSettings(pull_interval_s=10.0, record_ttl_s=600.0, republish_s=300.0,
+                        dht_publish=n <= DHT_PUBLISH_MAX, dht_timeout_s=60.0, dht_jitter_s=2.0 * n)
 
 
 async def _wait(predicate, limit: float) -> float:  # type: ignore[no-untyped-def]
@@ -85,19 +89,33 @@ async def _dht_only(addr: str, swarm: str, *, limit: float) -> tuple[float, int]
         return time.monotonic() - start, found
 
 
-async def measure(n: int) -> dict[str, float | int]:
+async def measure(n: int) -> dict[str, float | int | str]:
     start = time.monotonic()
     settings = settings_for(n)
     async with running_swarm(n, settings=settings) as nodes:
-        row: dict[str, float | int] = {"n": n, "start": time.monotonic() - start}
+        row: dict[str, float | int | str] = {"n": n, "start": time.monotonic() - start}
         ids = {x.peer_id for x in nodes}
         row["converge"] = await _wait(lambda: all(known_ids(x) == ids - {x.peer_id} for x in nodes), 300)
-        row["published"] = await _wait(lambda: all(x.dht_published.is_set() for x in nodes), 600)
+        if settings.dht_publish:
+            row["published"] = await _wait(lambda: all(x.dht_published.is_set() for x in nodes), 600)
         addr = nodes[n // 2].listen_addrs[0]
-        row["requester"], row["requester_found"] = await _timed_discover(addr, n, use_dht=True)
-        row["exchange"], row["exchange_found"] = await _timed_discover(addr, n, use_dht=False)
-        row["dht"], row["dht_found"] = await _dht_only(addr, settings.swarm, limit=60)
+        for name, use_dht in (("requester", True), ("exchange", False)):
+            try:
+                row[name], row[f"{name}_found"] = await _timed_discover(addr, n, use_dht=use_dht)
+            except NetworkError as exc:
+                row[name], row[f"{name}_found"] = f"failed: {exc}", 0
+        if settings.dht_publish:
+            row["dht"], row["dht_found"] = await _dht_only(addr, settings.swarm, limit=60)
         return row
+
+
+def _cell(row: dict[str, float | int | str], name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        return "not run (no DHT publishing)"
+    if isinstance(value, str):
+        return value
+    return f"{value:.2f} ({row[name + '_found']}/{row['n']})"
 
 
 def _markdown(rows: list[dict[str, float | int]], quick: bool) -> str:
@@ -107,19 +125,26 @@ def _markdown(rows: list[dict[str, float | int]], quick: bool) -> str:
         f"Reproduce: `python -m benchmarks.bench_discovery{' --quick' if quick else ''}`. {machine_line()}",
         "In-process nodes on loopback (all in ONE Python process, so the requester competes with the",
         "whole swarm's background work for the CPU); times in seconds; requester/exchange are best of 3.",
-        "Nodes publish into the DHT (first puts spread over 2N s); requester and DHT-only runs start",
-        "after every cache converged and every node published once.",
+        "Requester and DHT-only runs start after every cache converged (and every node published",
+        "into the DHT once, where it publishes).",
         "",
         "| peers | swarm start | all caches converged | requester (exchange + DHT grace) | exchange only | DHT only (providers + get_value) |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         n = r["n"]
-        lines.append(
-            f"| {n} | {r['start']:.2f} | {r['converge']:.2f} | {r['requester']:.2f} ({r['requester_found']}/{n}) "
-            f"| {r['exchange']:.2f} ({r['exchange_found']}/{n}) | {r['dht']:.2f} ({r['dht_found']}/{n}) |"
-        )
-    lines += ["", "Goal (issue 2): all records of a warm swarm of 50 in at most 2 s."]
+        lines.append(f"| {n} | {r['start']:.2f} | {r['converge']:.2f} | {_cell(r, 'requester')} "
+                     f"| {_cell(r, 'exchange')} | {_cell(r, 'dht')} |")
+    lines += [
+        "",
+        "Goal (issue 2): all records of a warm swarm of 50 in at most 2 s.",
+        "",
+        f"Swarms above {DHT_PUBLISH_MAX} nodes do not publish into the DHT here: py-libp2p 0.8.1 spends",
+        "about a CPU-second per put+provide at 50 peers, and 50 in-process publishers (even spread",
+        "over 100 s) starved this shared 2-core machine until handshakes timed out and the swarm",
+        "fell apart (measured). On real deployments each node is its own machine. Issue 2 measured",
+        "the DHT path at 50 peers: 54 s to publish, 12 s to get 48/50 records.",
+    ]
     return "\n".join(lines)
 
 

@@ -196,7 +196,7 @@ class Discovery:
         answered = 0
         with trio.move_on_after(timeout):
             asked.update(str(p.peer_id) for p in seeds)
-            _, answered = await self.pull_many(seeds)
+            answered = await self._pull_seeds(seeds)
             for _ in range(self.config.max_rounds if rounds is None else rounds):
                 todo = [pid for pid in self.cache.peer_ids(now=self._clock()) if pid not in asked]
                 if not todo:
@@ -208,6 +208,17 @@ class Discovery:
                 if not learned:
                     break
         return answered
+
+    async def _pull_seeds(self, seeds: list[PeerInfo]) -> int:
+        """Pull the seeds; while none answered, retry (an overloaded bootstrap may just be slow)."""
+        delay = 0.1
+        while seeds:
+            _, answered = await self.pull_many(seeds)
+            if answered:
+                return answered
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        return 0
 
     async def dht_sweep(self) -> int:
         """Complement: providers of the swarm key that we do not know yet; pull, else get_value."""

@@ -60,16 +60,22 @@ async def discover(
     )
     async with host.run(listen_addrs=[]):
         await stop_auto_connector(host)
-        async with trio.open_nursery() as nursery:
-            if dht is not None:
-                nursery.start_soon(_dht_complement, discovery, dht, seeds, deadline)
-            answered = await discovery.crawl(seeds, timeout=max(0.0, deadline - time.monotonic()))
-            if answered == 0:
-                raise NetworkError(f"no bootstrap peer answered within {timeout:g}s: {', '.join(bootstrap)}")
-            # the DHT only complements the exchange: give it a short grace, not the whole timeout
-            grace = min(DHT_GRACE_S, max(0.0, deadline - time.monotonic()))
-            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + grace)
-        return discovery.records()
+        answered = await _crawl_with_dht(discovery, dht, seeds, deadline)
+    # raised out here, not inside the nurseries above, so callers get a NetworkError, not a group
+    if answered == 0:
+        raise NetworkError(f"no bootstrap peer answered within {timeout:g}s: {', '.join(bootstrap)}")
+    return discovery.records()
+
+
+async def _crawl_with_dht(discovery: Discovery, dht, seeds, deadline: float) -> int:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as nursery:
+        if dht is not None:
+            nursery.start_soon(_dht_complement, discovery, dht, seeds, deadline)
+        answered = await discovery.crawl(seeds, timeout=max(0.0, deadline - time.monotonic()))
+        # the DHT only complements the exchange: give it a short grace, not the whole timeout
+        grace = min(DHT_GRACE_S, max(0.0, deadline - time.monotonic())) if answered else 0.0
+        nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, trio.current_time() + grace)
+    return answered
 
 
 async def _dht_complement(discovery: Discovery, dht, seeds, deadline: float) -> None:  # type: ignore[no-untyped-def]
