@@ -42,7 +42,10 @@ _BIG_STEP = 0.01  # a new chain this much better than the last: probe just below
 _NEAR = 0.03  # ... and also when it is this close to the bound
 _UNDECIDED = 3  # a bisection gives up after this many undecided probes in a row
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
-_LP_PROBES = 6
+_LP_PROBES = 4  # LPs spent on the bound
+_LP_GUIDED = 7  # then LP-guided probes for chains
+_LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
+_LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 _TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
 
@@ -110,8 +113,8 @@ class _Search:
         self.best: tuple[Span, ...] | None = None
         self.hi = math.inf
         self.lb = 0.0
-        self.lp_ok = True  # the flow LP is available and small enough
         self.relaxed_known = True  # lb >= the relaxed (peers may repeat) optimum: skip that proof
+        self.lp_guided = False  # probes ask the flow LP first (slow; for stubborn gaps)
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
         if spans is not None:
@@ -126,25 +129,23 @@ class _Search:
         if keep and len(keep) < self.cm.num_peers:
             self.work, self.keep = restrict(self.cm, keep), keep
 
-    def probe(self, t: float, nodes: int, lp: bool = False) -> bool | None:
+    def probe(self, t: float, nodes: int) -> bool | None:
         """True: a chain within t (recorded); False: proven none; None: undecided.
 
-        With `lp`, the flow LP is asked first: it may prove t infeasible, else it guides the search."""
+        With `lp_guided` set, the flow LP at t is solved first: it may prove t infeasible, else
+        its solution orders the chain search."""
         th = at(self.work, t)
         if proven_infeasible(self.work, th, self.relaxed_known):
             self.lb = max(self.lb, t)
             return False
         guide = None
-        if lp and self.lp_ok:
+        if self.lp_guided:
             got = solve_flow(self.work, th)
-            if got is None:
-                self.lp_ok = False
-            elif not got[0]:
+            if got is not None and not got[0]:
                 self.lb = max(self.lb, t)
                 return False
-            else:
-                guide = got[1]
-        spans, proven = ChainSearch(self.work, th, guide).run(nodes)
+            guide = got[1] if got is not None else None
+        spans, proven = ChainSearch(self.work, th, guide).run(nodes, _LP_RESTARTS if self.lp_guided else 1)
         if spans is not None:
             self.offer(tuple((self.keep[y], a, b) for y, a, b in spans))
             return True
@@ -153,24 +154,49 @@ class _Search:
             return False
         return None
 
-    def bisect(self, nodes: int, tol: float, lp: bool = False, max_probes: int = 64, lo: float = 0.0) -> None:
+    def bisect(self, nodes: int, tol: float, max_probes: int = 64, lo: float = 0.0, below: bool = True) -> None:
         """Log-scale bisection of (max(lb, lo), hi); an undecided probe counts as 'no chain' for
         the direction but proves nothing. After each new chain the value just below it is tried
         first: the chain search's first find is often optimal, and then one probe proves it."""
-        lo, below, undecided = max(lo, self.lb), True, 0
+        lo, undecided = max(lo, self.lb), 0
         for _ in range(max_probes):
             if self.hi <= lo * tol or undecided >= _UNDECIDED:
                 return
             t = self.hi * (1 - 3 * CAP_SLACK) if below else math.sqrt(lo * self.hi)
             before = self.hi
-            got = self.probe(t, nodes, lp)
+            got = self.probe(t, nodes)
             undecided = undecided + 1 if got is None else 0
             if got:  # after a big step down, or close to the bound, try just below again
-                below = not below or self.hi < before * (1 - _BIG_STEP) or self.hi <= lo * (1 + _NEAR)
+                below = not below or self.hi < before * (1 - _BIG_STEP) or self.hi <= self.lb * (1 + _NEAR)
             else:
                 if got is False or not below:  # an undecided probe just below hi moves nothing
                     lo = max(lo, t)
                 below = False
+
+    def lp_bisect(self, nodes: int, max_lps: int) -> None:
+        """Bisect towards the flow LP's bound: an infeasible LP raises lb; a feasible one lowers
+        the upper end of the search and guides a chain search at that T (which may lower hi)."""
+        lo, up = self.lb, self.hi
+        for _ in range(max_lps):
+            if up <= lo * _TOL or self.hi <= self.lb * _TOL:
+                return
+            t = math.sqrt(lo * up)
+            th = at(self.work, t)
+            if proven_infeasible(self.work, th, self.relaxed_known):
+                lo = self.lb = max(self.lb, t)
+                continue
+            got = solve_flow(self.work, th)
+            if got is None:
+                return
+            if not got[0]:
+                lo = self.lb = max(self.lb, t)
+                continue
+            up = t
+            spans, proven = ChainSearch(self.work, th, got[1]).run(nodes)
+            if spans is not None:
+                self.offer(tuple((self.keep[y], a, b) for y, a, b in spans))
+            elif proven:
+                lo = self.lb = max(self.lb, t)
 
     def ascend(self, nodes: int) -> float:
         """Probe just above lb, then geometrically further, until a chain turns up (the proofs
@@ -263,7 +289,9 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
         cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
         optimal = cands is not None and s.exact(cands)
     if not optimal and s.hi > s.lb * (1 + _LP_GAP):  # the flow LP: stronger bound, guided search
-        s.bisect(s.nodes, _TOL, lp=True, max_probes=_LP_PROBES)
+        s.lp_bisect(max(s.nodes, _LP_NODES), _LP_PROBES)  # the LP's bound
+        s.lp_guided = True  # then chains between it and hi, each probe guided by its own LP
+        s.bisect(max(s.nodes, _LP_NODES), _TOL, max_probes=_LP_GUIDED, below=False)
         optimal = s.optimal()
     if not optimal:
         for spans in incumbents():

@@ -26,6 +26,7 @@ import numpy as np
 from .costs import CostModel, Span
 
 CAP_SLACK = 1e-9  # relative slack on T (float round-off of cumulative sums)
+_JITTER = 0.3  # a restart's random perturbation of the move scores, relative to their spread
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,20 +173,30 @@ class ChainSearch:
         self.failed: set[tuple[int, int]] = set()
         self.ends_cache: dict[tuple[int, int], list[int]] = {}
         self.order_cache: dict[int, list[int]] = {}
+        self.jitter: np.random.Generator | None = None
         self.nodes = 0
 
-    def run(self, budget: int) -> tuple[tuple[Span, ...] | None, bool]:
-        """(chain, proven): a chain within T; or None with proven=True (none exists) or False."""
+    def run(self, budget: int, restarts: int = 1) -> tuple[tuple[Span, ...] | None, bool]:
+        """(chain, proven): a chain within T; or None with proven=True (none exists) or False.
+
+        `budget` nodes per attempt; after the first attempt runs out, up to `restarts - 1` more
+        start over with the move order randomly perturbed (seeded: deterministic), keeping the
+        states already proven to fail. Deep backtracking rarely repairs an early mistake; a
+        different early order often does."""
         if not self.th.start_ok[0].any() or not self.th.alive.any():
             return None, True
-        self.budget = budget
-        self.free = self.th.alive.astype(float)  # 1.0 for unused peers (for the capacity sums)
         mask = sum(1 << int(y) for y in np.flatnonzero(self.th.alive))
-        try:
-            found = self._dfs(0, mask)
-        except _Budget:
-            return None, False
-        return (tuple(found), True) if found is not None else (None, True)
+        for attempt in range(restarts):
+            self.budget, self.nodes = budget, 0
+            self.free = self.th.alive.astype(float)  # 1.0 for unused peers (for the capacity sums)
+            self.jitter = np.random.default_rng(attempt) if attempt else None
+            self.order_cache = {}
+            try:
+                found = self._dfs(0, mask)
+            except _Budget:
+                continue
+            return (tuple(found), True) if found is not None else (None, True)
+        return None, False
 
     def _dfs(self, a: int, mask: int) -> list[Span] | None:
         """Chain from boundary a using only peers in `mask` (bit y set: peer y unused)."""
@@ -221,7 +232,10 @@ class ChainSearch:
         if got is None:
             r = self.reach[a]
             cand = np.flatnonzero(self.th.start_ok[a] & (r > a))
-            got = self.order_cache[a] = cand[np.argsort(self._score(a, cand, r), kind="stable")].tolist()
+            score = self._score(a, cand, r)
+            if self.jitter is not None and len(cand) > 1:
+                score = score + self.jitter.random(len(cand)) * (_JITTER * float(np.ptp(score)) + 1e-300)
+            got = self.order_cache[a] = cand[np.argsort(score, kind="stable")].tolist()
         return got
 
     def _score(self, a: int, cand: np.ndarray, r: np.ndarray) -> np.ndarray:
