@@ -192,3 +192,25 @@ def test_chain_search_budget_says_undecided() -> None:
         assert spans is None and not proven
         return
     raise AssertionError("no instance with a chain")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_restarts_are_deterministic_and_sound(seed: int) -> None:
+    """Perturbed restarts (tiny budgets) give the same answer twice and never claim falsely;
+    the trivial bound is a bound."""
+    cm = instance(seed, max_layers=8, max_peers=5)
+    if cm.num_peers == 0:
+        return
+    best = best_bottleneck(cm)
+    assert trivial_lower_bound(cm) <= best * (1 + 1e-12)
+    for t in thresholds(cm, seed):
+        th = at(cm, t)
+        first = ChainSearch(cm, th).run(3, restarts=4)
+        assert ChainSearch(cm, th).run(3, restarts=4) == first
+        spans, proven = first
+        exists = math.isfinite(best) and best <= t * (1 + CAP_SLACK)
+        if spans is not None:
+            assert cm.evaluate(spans, "throughput").bottleneck_s <= t * (1 + CAP_SLACK) * (1 + 1e-12)
+        elif proven:
+            assert not exists
