@@ -75,15 +75,20 @@ class RunOutcome:
     excluded: frozenset[str]
 
 
-def flat(act: Activation) -> np.ndarray:
-    """One comparable float64 vector of an activation (names sorted; a different set of names or
-    shapes gives a different length or NaN marker, so it never agrees)."""
+def structure(act: Activation) -> tuple:
+    """(name, shape, dtype kind) of every array: two outputs are comparable only if equal."""
     items = sorted(act.items()) if isinstance(act, Mapping) else [("x", act)]
-    parts = []
-    for name, arr in items:
-        a = np.asarray(arr)
-        parts.append(np.array([float(len(name)), float(a.ndim), *a.shape], np.float64))
-        parts.append(a.astype(np.float64, copy=False).ravel())
+    return tuple((name, np.asarray(a).shape, np.asarray(a).dtype.kind) for name, a in items)
+
+
+def flat(act: Activation, like: Activation | None = None) -> np.ndarray:
+    """The arrays' values as one float64 vector (names sorted), to compare with verification's
+    tolerance. With `like`: a structure different from `like`'s gives a vector that agrees with
+    nothing (shape headers are NOT mixed into the values: they would inflate the tolerance)."""
+    if like is not None and structure(act) != structure(like):
+        return np.full(1, np.nan)
+    items = sorted(act.items()) if isinstance(act, Mapping) else [("x", act)]
+    parts = [np.asarray(a).astype(np.float64, copy=False).ravel() for _name, a in items]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -277,7 +282,7 @@ class ResilientRun:
     async def _verify(self, spec: HopSpec, given: Activation, got: Activation, idx: int, key: bytes) -> None:
         """Settle one checked hop against the requester's own (trusted) execution of its span."""
         want = await self.run_local(spec.start, spec.stop, given)
-        decision = settle([Execution(spec.peer_id, flat(got)), Execution(REQUESTER, flat(want), trusted=True)],
+        decision = settle([Execution(spec.peer_id, flat(got, want)), Execution(REQUESTER, flat(want), trusted=True)],
                           self.hooks.options.policy)
         assert isinstance(decision, Verdict)  # a trusted execution always settles
         if spec.peer_id in decision.penalised:

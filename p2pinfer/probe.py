@@ -53,7 +53,7 @@ async def probe_hops(run: Any, plan: Plan, addrs: Mapping[str, tuple[str, ...]],
         with trio.move_on_after(budget):
             try:
                 r, _cid = await run._one_circuit([spec], inputs[i], budget + 1.0)
-                ok = outputs_agree(flat(r.act), flat(wants[i]), run.hooks.options.policy)
+                ok = outputs_agree(flat(r.act, wants[i]), flat(wants[i]), run.hooks.options.policy)
                 verdict = (None, "ok") if ok else (EventKind.VERIFICATION_FAILURE, "probe: wrong output")
             except HopRefusedError as exc:
                 verdict = (None if exc.reason == "busy" else EventKind.REFUSED, f"probe: {exc}")
