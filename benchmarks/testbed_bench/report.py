@@ -54,18 +54,48 @@ def model_table(res: dict[str, Any], model: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def errors(results: list[dict[str, Any]]) -> dict[str, list[float]]:
+def efficiency(res: dict[str, Any], model: str) -> float:
+    """Model FLOP rate / calibration's prediction on one full core (benchmarks/testbed_bench/efficiency.py)."""
+    return float(res.get("full_core", {}).get("models", {}).get(model, {}).get("efficiency", 1.0))
+
+
+def corrected(entry: dict[str, Any], objective: str, eff: float) -> float:
+    """The prediction with every compute term divided by the model's efficiency (transfers kept):
+    what the cost model would say if the calibration kernels ran at the model's FLOP rate."""
+    compute = entry["predicted_compute_ms"]
+    if objective == "latency":
+        return entry["predicted_latency_ms"] + sum(compute) * (1 / eff - 1)
+    stage = max(compute) / 1000
+    transfer = entry["bottleneck_s"] if entry["bottleneck_s"] > stage * (1 + 1e-9) else 0.0
+    return 1.0 / max(stage / eff, transfer)
+
+
+def errors(results: list[dict[str, Any]], *, correct: bool = False) -> dict[str, list[float]]:
+    """Prediction errors of every distinct plan; `correct`: after the model-efficiency correction."""
     out: dict[str, list[float]] = {"throughput": [], "latency": []}
     for res in results:
         for model in res["models"]:
+            eff = efficiency(res, model["model"]) if correct else 1.0
             for objective, pkey, mkey in (("throughput", "predicted_throughput_rps", "throughput_rps"),
                                           ("latency", "predicted_latency_ms", "latency_ms")):
                 seen = set()
                 for entry in model[objective].values():
                     if entry and str(entry["spans"]) not in seen:
                         seen.add(str(entry["spans"]))
-                        out[objective].append(err(entry[pkey], entry["measured"][mkey]))
+                        pred = corrected(entry, objective, eff) if correct else entry[pkey]
+                        out[objective].append(err(pred, entry["measured"][mkey]))
     return {k: [x for x in v if math.isfinite(x)] for k, v in out.items()}
+
+
+def efficiency_table(results: list[dict[str, Any]]) -> str:
+    rows = ["| cluster | full core GFLOP/s (calibration) | " + " | ".join(m["model"] for m in results[0]["models"]) + " |",
+            "|---|---|" + "---|" * len(results[0]["models"])]
+    for res in results:
+        core = res.get("full_core", {})
+        cells = [f"{efficiency(res, m['model']):.2f} ({core.get('models', {}).get(m['model'], {}).get('measured_s', float('nan')) * 1000:.0f} ms)"
+                 for m in res["models"]]
+        rows.append(f"| {res['cluster']} | {core.get('gflops', float('nan')):.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def targets(results: list[dict[str, Any]], cluster: str = "iot8", model: str = "resnet50") -> dict[str, float] | None:

@@ -1,6 +1,6 @@
 """The benchmark's requester, run inside the testbed's requester namespace and cgroup:
 
-    python -m benchmarks.testbed_bench.requester --bootstrap MA --link UP,DOWN,LAT_MS JOB.json
+    python -m benchmarks.testbed_bench.requester --bootstrap MA [--bootstrap MA ...] --link UP,DOWN,LAT_MS JOB.json
 
 It discovers the swarm like any requester (verified records, advertised compute measured by each
 node in its cgroup), plans each model with the planner and every baseline (core/baselines) from
@@ -171,7 +171,7 @@ async def failover(req: Requester, hooks: Failover, spec: dict[str, Any], frames
     snapshot, _addrs = await req.snapshot()
     plan = req.plan(manifest, snapshot, "throughput")
     hooks.victim = plan.hops[len(plan.hops) // 2].peer_id
-    events: dict[str, Any] = {"victim": hooks.victim, "plan": spans(plan)}
+    events: dict[str, Any] = {"victim": hooks.victim, "plan": spans(plan), "kill_after": spec["kill_after"]}
     times: list[float] = []
     t0 = time.perf_counter()
 
@@ -197,7 +197,7 @@ async def main(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
     hooks = Failover()
     config = RequesterConfig(link=RequesterSpec(up, down, lat), use_dht=False, planner=OPTIONS, max_attempts=3,
                              circuit=ClientConfig(io_timeout_s=20, setup_timeout_s=60, result_timeout_s=float(job.get("result_timeout_s", 30))))
-    async with Requester([args.bootstrap], store=store_for(args.store), config=config, hooks=hooks) as req:
+    async with Requester(args.bootstrap, store=store_for(args.store), config=config, hooks=hooks) as req:
         req.client.send_delay = UplinkShaper(None, lat)  # the kernel caps our uplink; add only our latency
         snapshot, addrs = await req.snapshot()
         out: dict[str, Any] = {"peers": [{"peer": p.peer_id, "gflops": p.gflops, "by_class": dict(p.gflops_by_class),
@@ -206,7 +206,7 @@ async def main(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
         for model in job.get("models", []):
             out["models"].append(await bench_model(req, snapshot, addrs, model, job))
         if job.get("hop_sweep"):
-            out["hop_sweep"] = await hop_sweep(req, snapshot, addrs, job["hop_sweep"], job["latency_reps"])
+            out["hop_sweep"] = await hop_sweep(req, snapshot, addrs, job["hop_sweep"], max(8, job["latency_reps"]))
         if job.get("failover"):
             out["failover"] = await failover(req, hooks, job["failover"], job["failover"].get("frames", job["frames"]))
         return out
@@ -214,7 +214,7 @@ async def main(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
 
 def cli() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--bootstrap", required=True, action="append", help="a node's multiaddr (repeatable)")
     parser.add_argument("--link", required=True, help="our access link: UP_MBPS,DOWN_MBPS,LATENCY_MS")
     parser.add_argument("--store", default=None, help="model store (default: the user data dir)")
     parser.add_argument("job", help="JOB.json (see the module docstring)")

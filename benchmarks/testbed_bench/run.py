@@ -15,8 +15,6 @@ from benchmarks.testbed_bench.swarm import TestbedSwarm
 from p2pinfer.models import zoo
 from p2pinfer.models.store import ModelStore
 
-FULL_CORE_PROBE = ("import json; from p2pinfer.models.calibrate import benchmark; "
-                   "print(json.dumps(benchmark(threads=1).gflops))")
 
 
 def progress(text: str) -> None:
@@ -28,12 +26,14 @@ def model_blobs(store: ModelStore, models: list[str]) -> dict[str, list[str]]:
     return {m.model_id: m.weight_hashes() for m in (zoo.get_manifest(n, store=store) for n in models)}
 
 
-def full_core_gflops(tb: Testbed) -> float:
-    """The same calibration the nodes run, outside any cgroup, in the requester's namespace:
-    what one full core of this host gives right now (the host is shared, so measure it)."""
-    done = tb.requester_exec([sys.executable, "-c", FULL_CORE_PROBE], timeout=60, cgroup=False, check=True,
-                             env={"OMP_NUM_THREADS": "1"})
-    return float(done.stdout.strip().splitlines()[-1])
+def full_core(tb: Testbed, models: list[str]) -> dict[str, Any]:
+    """The same calibration the nodes run, and each model timed, outside any cgroup in the
+    requester's namespace: what one full core of this host gives right now (the host may be
+    shared, so measure it) and each model's efficiency against the calibration (efficiency.py)."""
+    done = tb.requester_exec([sys.executable, "-m", "benchmarks.testbed_bench.efficiency", *models], timeout=300,
+                             cgroup=False, check=True, env={"OMP_NUM_THREADS": "1"},
+                             cwd=str(Path(__file__).resolve().parents[2]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]], full: float) -> list[dict[str, Any]]:
@@ -55,7 +55,8 @@ def run_requester(tb: Testbed, swarm: TestbedSwarm, job: dict[str, Any], store: 
     link = f"{dev.up_mbps or 1000},{dev.down_mbps or 1000},{dev.latency_ms}"
     path = tb.log_dir / f"job-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(job))
-    argv = [sys.executable, "-m", "benchmarks.testbed_bench.requester", "--bootstrap", swarm.bootstrap,
+    boot = [a for n in swarm.nodes for a in ("--bootstrap", swarm.addr(n))]  # any live node will do
+    argv = [sys.executable, "-m", "benchmarks.testbed_bench.requester", *boot,
             "--link", link, "--store", str(store.root), str(path)]
     proc = tb.requester_spawn(argv, stdout=subprocess.PIPE, stderr=sys.stderr, env=tb.thread_env("requester"),
                               cwd=str(Path(__file__).resolve().parents[2]))
@@ -79,15 +80,29 @@ def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, t
         progress(f"{cluster.name}: testbed up ({len(tb.nodes)} nodes), logs in {tb.log_dir}")
         swarm = TestbedSwarm(tb, store.root, tuple(blobs), blobs).start()
         progress(f"{cluster.name}: {len(swarm.nodes)} nodes ready in {time.monotonic() - started:.1f}s")
-        full = full_core_gflops(tb)
+        core = full_core(tb, job.get("models", []))
+        full = core["gflops"]
         compute = compute_check(tb, swarm, swarm.advertised(), full)
         for row in compute:
             progress(f"  {row['node']}: quota {row['cpu']:.2f} core, advertises {row['advertised_gflops']:.1f} GFLOP/s "
                      f"= {row['ratio']:.3f} x full core ({full:.1f})")
-        if job.get("failover"):
-            job = {**job, "failover": {**job["failover"], "pids": swarm.pids()}}
-        result = run_requester(tb, swarm, job, store, timeout)
+        result: dict[str, Any] = {}
+        phases = [("models", {**job, "hop_sweep": None, "failover": None}),
+                  ("hop_sweep", {**job, "models": [], "failover": None}),
+                  ("failover", {**job, "models": [], "hop_sweep": None,
+                                "failover": job.get("failover") and {**job["failover"], "pids": swarm.pids()}})]
+        for phase, sub in phases:  # separate jobs: one failing phase does not lose the others
+            if not (sub.get("models") or sub.get("hop_sweep") or sub.get("failover")):
+                continue
+            progress(f"{cluster.name}: {phase}")
+            try:
+                out = run_requester(tb, swarm, sub, store, timeout)
+            except TestbedError as e:
+                progress(f"{cluster.name}: {phase} failed: {e}")
+                result.setdefault("errors", []).append(f"{phase}: {e}")
+                continue
+            result.update({k: v for k, v in out.items() if k != "models" or phase == "models"})
         names = {p.peer_id: n for n, p in swarm.nodes.items()}
         throttled = {n: tb.cpu_stat(n).get("nr_throttled", 0) for n in tb.nodes}
-    return {"cluster": cluster.name, "nodes": names, "compute": compute, "throttled": throttled,
-            "wall_s": time.monotonic() - started, **result}
+    return {"cluster": cluster.name, "nodes": names, "compute": compute, "throttled": throttled, "full_core": core,
+            "wall_s": time.monotonic() - started, "models": [], **result}

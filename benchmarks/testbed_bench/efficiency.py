@@ -1,0 +1,53 @@
+"""How fast each model really runs per FLOP, relative to what the compute calibration predicts.
+
+    python -m benchmarks.testbed_bench.efficiency resnet50 vgg16 minilm   -> one JSON line
+
+On one full core (run outside any cgroup), with one torch thread as the nodes compute: the
+node calibration (models/calibrate) and each whole model timed with the nodes' executor. The
+ratio predicted / measured is the model's efficiency against the calibration kernels; the cost
+model assumes 1. It isolates one source of cost-model error (the kernels' FLOP rate is not the
+model's) from the testbed's others (frame handling on the quota, host contention).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from p2pinfer.core.costs import _compute_seconds
+from p2pinfer.core.snapshot import PeerSpec
+from p2pinfer.models import profiling, zoo
+from p2pinfer.models.calibrate import benchmark
+from p2pinfer.models.executor import SpanExecutor
+from p2pinfer.models.io import sample_input
+from p2pinfer.models.store import store_for
+
+
+def main(models: list[str]) -> dict[str, object]:
+    torch.set_num_threads(1)
+    store = store_for(None)
+    calibration = benchmark(threads=1)
+    peer = PeerSpec("full-core", gflops=calibration.gflops, gflops_by_class=dict(calibration.by_class),
+                    mem_bytes=1 << 40, up_mbps=1.0, down_mbps=1.0, latency_ms=0.0)
+    out: dict[str, object] = {"gflops": calibration.gflops, "by_class": dict(calibration.by_class), "models": {}}
+    for name in models:
+        manifest = zoo.get_manifest(name, store=store)
+        executor, x = SpanExecutor(store, threads=1), sample_input(manifest, store)
+        executor.run(manifest, 0, manifest.num_layers, x)  # build + warm up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            executor.run(manifest, 0, manifest.num_layers, x)
+            times.append(time.perf_counter() - start)
+        predicted = float(_compute_seconds(profiling.profile(manifest, store), [peer]).sum())
+        out["models"][name] = {"measured_s": statistics.median(times), "predicted_s": predicted,  # type: ignore[index]
+                               "efficiency": predicted / statistics.median(times)}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))
