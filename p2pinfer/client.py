@@ -111,6 +111,7 @@ class Requester:
         self.client = CircuitClient(self.host, self.identity, config=config.circuit, send_delay=shaper)
         self._records: tuple[float, list[CapabilityRecord]] | None = None
         self.swarm: Any = None  # the embedded LocalSwarm when `connect` started one
+        self.background: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -120,6 +121,7 @@ class Requester:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.client.run)
                 await nursery.start(WeightService(self.host, self.store).run)
+                self.background = nursery  # fire-and-forget work with its own deadlines (receipts)
                 task_status.started(self)
                 await trio.sleep_forever()
 

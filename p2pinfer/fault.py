@@ -145,7 +145,8 @@ class LedgerHooks(RequesterHooks):
     async def issue_receipts(self, *, circuit_id: bytes, model_id: str,
                              work: list[tuple[str, tuple[str, ...], int, int, int, float]]) -> int:
         """Sign, store and send one receipt per hop: (peer, addrs, start, stop, flops, seconds).
-        Returns how many were delivered (0 while the receipts protocol is absent)."""
+        Sent in the requester's background nursery when it runs (returns 0 then); otherwise
+        awaited, returning how many were delivered (0 while the receipts protocol is absent)."""
         if self.requester is None or not work:
             return 0
         identity = self.requester.identity
@@ -158,9 +159,16 @@ class LedgerHooks(RequesterHooks):
             await trio.to_thread.run_sync(lambda s=signed: self.ledger.record_receipt_spent(
                 s.blob, self_peer_id=identity.peer_id, now=now))
             blobs.append((peer_id, addrs, signed.blob))
-        return await self._send_receipts(blobs) if self.options.send_receipts else 0
+        if not self.options.send_receipts:
+            return 0
+        background = getattr(self.requester, "background", None)
+        if background is not None:  # never make the request wait for a receipt's delivery
+            background.start_soon(self.send_receipts, blobs)
+            return 0
+        return await self.send_receipts(blobs)
 
-    async def _send_receipts(self, blobs: list[tuple[str, tuple[str, ...], bytes]]) -> int:
+    async def send_receipts(self, blobs: list[tuple[str, tuple[str, ...], bytes]]) -> int:
+        """Deliver signed receipts concurrently, each bounded; returns how many arrived."""
         try:
             from p2pinfer.net.receipts_protocol import send_receipt  # optional until the node side lands
         except ImportError:
@@ -170,8 +178,9 @@ class LedgerHooks(RequesterHooks):
         async def one(peer_id: str, addrs: tuple[str, ...], blob: bytes) -> None:
             nonlocal delivered
             try:
-                await send_receipt(self.requester.host, peer_id, addrs, blob, timeout=self.options.receipt_timeout_s)
-                delivered += 1
+                if await send_receipt(self.requester.host, peer_id, addrs, blob,
+                                      timeout=self.options.receipt_timeout_s):
+                    delivered += 1
             except P2PInferError as exc:
                 log.info("receipt to %s not delivered: %s", peer_id, exc)
 

@@ -13,6 +13,7 @@ import trio
 from p2pinfer.core.verification import VerificationPolicy
 from p2pinfer.fault import FaultOptions
 
+from tests.conftest import async_wait_until
 from tests.integration.fault_swarm import fault_swarm, inputs, max_error, mlp_node, reference
 
 SECRET = bytes(range(32))  # fixed spot-check selection: the same run every time
@@ -55,10 +56,15 @@ async def test_after_probation_detection_recalls_every_result_through_the_corrup
 async def test_zero_false_exclusions_across_1000_honest_hops(tmp_path: Path) -> None:
     configs = [mlp_node(f"h{i}", gflops=10.0 + 3 * i) for i in range(5)]
     xs = inputs(300, seed=4)
-    async with fault_swarm(tmp_path, configs) as (_swarm, requester, hooks):
+    async with fault_swarm(tmp_path, configs) as (swarm, requester, hooks):
         hooks.secret = SECRET
         with trio.fail_after(90):
             result = await requester.infer_stream("mlp", xs)
+        # every hop got signed receipts for its work: the requester spent, each planned hop earned
+        planned = [m for m in swarm.members if m.peer_id in {h.peer_id for h in result.plan.hops}]
+        await async_wait_until(lambda: all(m.ledger.totals()["receipts"] > 0 and m.ledger.credit_of(
+            requester.identity.peer_id) < 0 for m in planned), timeout=10, what="hops to credit their receipts")
+        assert hooks.ledger.totals()["receipts"] >= len(planned)
         assert max_error(result.outputs, reference(requester.store, xs)) <= 1e-5
         views = hooks.ledger.peers(hooks.clock())
         assert sum(v.state.hops_ok for v in views) >= 1000
