@@ -6,15 +6,17 @@ proves what it can and says what it proved. Everything rests on deciding a thres
 (core/threshold.py): "is there a chain of distinct peers with every stage and transfer
 bandwidth part <= T?", which at fixed T has no coupling between neighbours.
 
-1. Lower side: bisect T (log scale) with the cheap proofs (relaxed reachability, capacity
-   counting); both are monotone in T, so the result `lb` is a proven lower bound.
-2. Upper side: bisect between `lb` and the best known chain (baselines) with the depth-first
-   chain search under a node budget; every chain found lowers `hi` to its exact bottleneck, and a
-   search that completes without a chain raises `lb`.
-3. The optimum is one of finitely many term values. When few of them lie in (lb, hi) they are
-   bisected exactly; if all below `hi` are proven infeasible the chain is optimal.
-4. Among chains within the final bottleneck, the latency DP capped at it (DSSR, budgeted) picks
-   the fastest one; an unproven chain is polished by local search (core/polish.py) first.
+1. Bounds: every layer on its fastest fitting peer, and the min-max DP with peers reusable (T0);
+   if that DP's optimal chain uses distinct peers it is the answer. The bound itself is probed.
+2. Raise the proven bound `lb` with the cheap proofs (capacity counting), then probe just above
+   it and geometrically further until the chain search finds a chain, then bisect down to `hi`
+   (the best chain's bottleneck); a completed search without a chain raises `lb`.
+3. The optimum is one of finitely many term values: when few lie in (lb, hi) they are bisected
+   exactly; if all below `hi` are proven infeasible the chain is optimal.
+4. Still more than 2% apart: the flow LP (core/flow_lp.py) raises `lb` (its infeasibility is a
+   proof) and guides chain searches with perturbed restarts between its bound and `hi`.
+5. Unproven chains compete with the baselines (never worse) and, if still loose, a local search
+   (core/polish.py). Among chains within the final bottleneck the fastest one found is returned.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ _SMALL_PEERS = 16  # "few peers"
 _MIN_NODES = 64
 _BIG_STEP = 0.01  # a new chain this much better than the last: probe just below it next
 _NEAR = 0.03  # ... and also when it is this close to the bound
-_UNDECIDED = 3  # a bisection gives up after this many undecided probes in a row
+_UNDECIDED = 2  # a bisection gives up after this many undecided probes in a row
 _LP_GAP = 0.02  # the flow LP is tried when the gap is still above this
 _LP_PROBES = 4  # LPs spent on the bound
 _LP_GUIDED = 7  # then LP-guided probes for chains
 _LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
 _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
+_FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 _TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
 
@@ -229,19 +232,20 @@ class _Search:
             else:
                 hi = mid
 
-    def exact(self, cands: np.ndarray) -> bool:
-        """Bisect the candidate values below hi; True when every one of them is proven infeasible."""
+    def exact(self, cands: np.ndarray, nodes: int) -> bool:
+        """Bisect the candidate values below hi; True when every one of them is proven infeasible
+        (gives up at the first undecided probe: no proof can come then)."""
         lo, hi = -1, len(cands)  # cands[lo] proven infeasible (or none), cands[hi:] >= self.hi
-        proven = True
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            got = self.probe(float(cands[mid]), self.nodes)
+            got = self.probe(float(cands[mid]), nodes)
+            if got is None:
+                return False
             if got:
                 hi = min(mid, int(np.searchsorted(cands, self.hi * (1 - CAP_SLACK))))
             else:
-                proven &= got is False
                 lo = mid
-        return proven
+        return True
 
     def optimal(self) -> bool:
         """hi is proven optimal: no candidate value between the proven bound and hi."""
@@ -287,12 +291,15 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     optimal = s.optimal()
     if not optimal:
         cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
-        optimal = cands is not None and s.exact(cands)
+        optimal = cands is not None and s.exact(cands, s.nodes)
     if not optimal and s.hi > s.lb * (1 + _LP_GAP):  # the flow LP: stronger bound, guided search
         s.lp_bisect(max(s.nodes, _LP_NODES), _LP_PROBES)  # the LP's bound
         s.lp_guided = True  # then chains between it and hi, each probe guided by its own LP
         s.bisect(max(s.nodes, _LP_NODES), _TOL, max_probes=_LP_GUIDED, below=False)
         optimal = s.optimal()
+        if not optimal:  # few term values left: settle them with LP-backed probes
+            cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW_LP)
+            optimal = cands is not None and s.exact(cands, max(s.nodes, _LP_NODES))
     if not optimal:
         for spans in incumbents():
             s.offer(spans)
