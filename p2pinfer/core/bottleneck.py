@@ -111,7 +111,7 @@ class _Search:
     """Bisection state: the best chain, `hi` its bottleneck, `lb` the largest T proven infeasible."""
 
     def __init__(self, cm: CostModel, nodes: int) -> None:
-        self.cm, self.nodes = cm, nodes  # chain-search nodes per probe
+        self.cm, self.nodes, self.dive = cm, nodes, nodes  # chain-search nodes per probe (near lb: dive)
         self.work, self.keep = cm, list(range(cm.num_peers))  # probes run on these peers
         self.best: tuple[Span, ...] | None = None
         self.hi = math.inf
@@ -261,7 +261,25 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
 
     `incumbents()` gives known feasible chains (e.g. baselines): the result is never worse.
     """
-    lb0 = trivial_lower_bound(cm)
+    start = _start(cm, options, incumbents)
+    if isinstance(start, BottleneckResult):
+        return start
+    s, lb0 = start
+    optimal = _refine(s, cm)
+    if not optimal and s.hi > s.lb * (1 + _LP_GAP):
+        optimal = _refine_with_lp(s, cm)
+    if not optimal:
+        for spans in incumbents():
+            s.offer(spans)
+        if s.hi > max(s.lb, lb0) * (1 + _LP_GAP):  # still loose: a local search may shave some off
+            s.offer(polish(cm, s.best))
+    best = _fastest_within(cm, s.best, s.hi, options)
+    return BottleneckResult(best, s.hi if optimal else min(max(s.lb, lb0), s.hi), optimal)
+
+
+def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequence[tuple[Span, ...]]]
+           ) -> BottleneckResult | tuple[_Search, float]:
+    """Bounds and a first chain; a finished result when they already settle it."""
     th = at(cm, math.inf)  # any chain at all? (memory and distinct peers only)
     if proven_infeasible(cm, th):
         return BottleneckResult(None, math.inf, True)
@@ -269,7 +287,7 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     s = _Search(cm, _EXACT_NODES if alive <= _SMALL_PEERS else _NODES)
     relaxed = solve(cm, "max")  # peers may repeat: its optimum T0 is a lower bound
     t0 = relaxed.value if relaxed is not None else math.inf
-    lb0 = max(lb0, t0)
+    lb0 = max(trivial_lower_bound(cm), t0)
     s.lb = lb0 * (1 - 2 * CAP_SLACK)  # below the bound, so that lb0 itself gets probed
     if relaxed is not None and not repeated(relaxed.spans):  # the relaxation's optimum is a chain
         return BottleneckResult(_fastest_within(cm, relaxed.spans, t0, options), t0, True)
@@ -281,32 +299,34 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     s.offer(spans)
     if s.probe(lb0, cm.num_layers) and s.hi <= lb0 * (1 + CAP_SLACK):  # the bound is met (one dive)
         return BottleneckResult(_fastest_within(cm, s.best, s.hi, options), s.hi, True)
+    if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe (one dive near lb)
+        s.nodes, s.dive = _MIN_NODES + cm.num_layers, cm.num_layers
+    return s, lb0
+
+
+def _refine(s: _Search, cm: CostModel) -> bool:
+    """Cheap proofs and the chain search, then the exact candidates; True when proven optimal."""
     s.prove_lower(s.hi)
     s.narrow()
-    if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe
-        s.nodes = _MIN_NODES + cm.num_layers
-    lo = s.ascend(s.nodes if alive <= _SMALL_PEERS else cm.num_layers)
+    lo = s.ascend(s.dive)
     s.narrow()
     s.bisect(s.nodes, _TOL, lo=lo)
-    optimal = s.optimal()
-    if not optimal:
-        cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
-        optimal = cands is not None and s.exact(cands, s.nodes)
-    if not optimal and s.hi > s.lb * (1 + _LP_GAP):  # the flow LP: stronger bound, guided search
-        s.lp_bisect(max(s.nodes, _LP_NODES), _LP_PROBES)  # the LP's bound
-        s.lp_guided = True  # then chains between it and hi, each probe guided by its own LP
-        s.bisect(max(s.nodes, _LP_NODES), _TOL, max_probes=_LP_GUIDED, below=False)
-        optimal = s.optimal()
-        if not optimal:  # few term values left: settle them with LP-backed probes
-            cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW_LP)
-            optimal = cands is not None and s.exact(cands, max(s.nodes, _LP_NODES))
-    if not optimal:
-        for spans in incumbents():
-            s.offer(spans)
-        if s.hi > max(s.lb, lb0) * (1 + _LP_GAP):  # still loose: a local search may shave some off
-            s.offer(polish(cm, s.best))
-    best = _fastest_within(cm, s.best, s.hi, options)
-    return BottleneckResult(best, s.hi if optimal else min(max(s.lb, lb0), s.hi), optimal)
+    if s.optimal():
+        return True
+    cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW)
+    return cands is not None and s.exact(cands, s.nodes)
+
+
+def _refine_with_lp(s: _Search, cm: CostModel) -> bool:
+    """The flow LP's bound, then LP-guided chain probes between it and hi; True when optimal."""
+    nodes = max(s.nodes, _LP_NODES)
+    s.lp_bisect(nodes, _LP_PROBES)
+    s.lp_guided = True  # each probe is guided by its own LP
+    s.bisect(nodes, _TOL, max_probes=_LP_GUIDED, below=False)
+    if s.optimal():
+        return True
+    cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW_LP)
+    return cands is not None and s.exact(cands, nodes)
 
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions) -> tuple[Span, ...]:
