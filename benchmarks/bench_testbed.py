@@ -30,6 +30,7 @@ from typing import Any
 from benchmarks._report import machine_line, write_section
 from benchmarks.testbed import TestbedError, TestbedUnavailable
 from benchmarks.testbed_bench import report
+from benchmarks.testbed_bench.requester import OPTIONS
 from benchmarks.testbed_bench.run import progress, run_cluster
 from p2pinfer.core import planner
 from p2pinfer.core.baselines import baseline_plans
@@ -59,7 +60,6 @@ def link_sweep(res: dict[str, Any], store: ModelStore, model: str, link_cpu: dic
                                up_mbps=p["up_mbps"] * m, down_mbps=p["down_mbps"] * m, latency_ms=p["latency_ms"])
                       for p in res["peers"])
         snap = SwarmSnapshot(RequesterSpec(link_cpu["up"] * m, link_cpu["down"] * m, link_cpu["lat"]), peers)
-        from benchmarks.testbed_bench.requester import OPTIONS
         plan = planner.plan(profile, snap, objective="throughput", options=OPTIONS)
         base = baseline_plans(build_costs(profile, snap, OPTIONS), "throughput")
         rows.append({"mult": m, "planner": plan.throughput_rps, "optimal": plan.optimal, "hops": len(plan.hops),

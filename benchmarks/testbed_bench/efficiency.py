@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from p2pinfer.core.costs import _compute_seconds
-from p2pinfer.core.snapshot import PeerSpec
+from p2pinfer.core.costs import build_costs
+from p2pinfer.core.plan import PlannerOptions
+from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.calibrate import benchmark
 from p2pinfer.models.executor import SpanExecutor
@@ -43,7 +44,9 @@ def main(models: list[str]) -> dict[str, object]:
             start = time.perf_counter()
             executor.run(manifest, 0, manifest.num_layers, x)
             times.append(time.perf_counter() - start)
-        predicted = float(_compute_seconds(profiling.profile(manifest, store), [peer]).sum())
+        swarm = SwarmSnapshot(RequesterSpec(1.0, 1.0, 0.0), (peer,))
+        cm = build_costs(profiling.profile(manifest, store), swarm, PlannerOptions(amortize_requests=None))
+        predicted = float(cm.compute[0, -1])  # the cost model's compute seconds for the whole model
         out["models"][name] = {"measured_s": statistics.median(times), "predicted_s": predicted,  # type: ignore[index]
                                "efficiency": predicted / statistics.median(times)}
     return out
