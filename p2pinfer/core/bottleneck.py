@@ -36,10 +36,9 @@ from .threshold import CAP_SLACK, ChainSearch, at, proven_infeasible
 
 _TOL = 1.001  # real-valued bisections stop within 0.1%
 _FEW = 48  # candidate values in (lb, hi) bisected exactly when at most this many
-_NODES = 300  # chain-search nodes per probe while bisecting reals (and on exact candidates, many peers)
-_EXACT_NODES = 20_000  # per probe on the exact candidates when few peers are usable
+_EXACT_NODES = 20_000  # chain-search nodes per probe when few peers are usable (decides exactly in practice)
 _SMALL_PEERS = 16  # "few peers"
-_MIN_NODES = 64
+_MIN_NODES = 64  # many peers: a probe gets this plus one node per layer (a dive and some backtracking)
 _BIG_STEP = 0.01  # a new chain this much better than the last: probe just below it next
 _NEAR = 0.03  # ... and also when it is this close to the bound
 _UNDECIDED = 2  # a bisection gives up after this many undecided probes in a row
@@ -284,7 +283,7 @@ def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequ
     if proven_infeasible(cm, th):
         return BottleneckResult(None, math.inf, True)
     alive = int(th.alive.sum())
-    s = _Search(cm, _EXACT_NODES if alive <= _SMALL_PEERS else _NODES)
+    s = _Search(cm, _EXACT_NODES)
     relaxed = solve(cm, "max")  # peers may repeat: its optimum T0 is a lower bound
     t0 = relaxed.value if relaxed is not None else math.inf
     lb0 = max(trivial_lower_bound(cm), t0)
@@ -299,7 +298,7 @@ def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequ
     s.offer(spans)
     if s.probe(lb0, cm.num_layers) and s.hi <= lb0 * (1 + CAP_SLACK):  # the bound is met (one dive)
         return BottleneckResult(_fastest_within(cm, s.best, s.hi, options), s.hi, True)
-    if alive > _SMALL_PEERS:  # many peers: a dive plus some backtracking per probe (one dive near lb)
+    if alive > _SMALL_PEERS:  # many peers: budgets for a dive plus some backtracking (one dive near lb)
         s.nodes, s.dive = _MIN_NODES + cm.num_layers, cm.num_layers
     return s, lb0
 
