@@ -4,9 +4,10 @@
 
 1. Recovery. An embedded swarm of 6 `mlp` nodes (each holds at most one of mlp's big layers,
    so every plan has >= 3 hops) streams inputs with spot checks off; after 60 results the
-   middle hop of the running circuit is killed (LocalSwarm.kill). Recovery time = kill -> next
-   result (deadline or error frame, probes, re-plan, new circuit, in-flight inputs re-sent);
-   added latency = recovery time minus the normal gap between results. p50/p95 over trials,
+   middle hop of the running circuit is killed (LocalSwarm.kill). Recovery time = the longest
+   gap between results from the kill on (failure noticed by error frame or deadline, probes,
+   re-plan, new circuit, in-flight inputs re-sent); added latency = recovery time minus the
+   normal gap between results. p50/p95 over trials,
    one fresh swarm per trial.
 2. Spot-check cost. One swarm of 5 nodes, a stream per fraction (0%, 5%, 10%) in steady state
    (`probation_hops = 0`: no probation checks), each with a fresh ledger; cost = 1 - rps/rps(0%).
@@ -42,7 +43,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def recovery_trial(root: Path, stream: int) -> tuple[float, float]:
-    """(recovery s, normal gap s) of one kill during a stream."""
+    """(recovery s, normal gap s) of one kill during a stream: the longest gap between results
+    from the kill on (results already past the dead hop still arrive first)."""
     store = ModelStore(root / "store")
     zoo.get_manifest("mlp", store=store)
     hooks = LedgerHooks.open(root / "requester", options=NO_CHECKS)
@@ -65,9 +67,9 @@ async def recovery_trial(root: Path, stream: int) -> tuple[float, float]:
                 await rq.infer_stream("mlp", inputs(stream), on_result=progress)
     finally:
         hooks.close()
-    after = [t for t in stamps if t > killed[0]]
+    after = [killed[0]] + [t for t in stamps if t > killed[0]]
     before = [b - a for a, b in zip(stamps[20:59], stamps[21:60])]
-    return after[0] - killed[0], statistics.median(before)
+    return max(b - a for a, b in zip(after, after[1:])), statistics.median(before)
 
 
 async def spot_check_costs(root: Path, stream: int, fractions: list[float]) -> dict[float, float]:
@@ -122,10 +124,13 @@ def report(recoveries: list[float], gaps: list[float], rps: dict[float, float], 
         + (" Quick mode on a shared, busy 2-core machine: noisy; the lead re-runs on a quiet one." if args.quick else ""),
         "",
         f"**Recovery from a killed mid-chain peer** (mlp, 6 in-process nodes, stream of {stream}, kill after 60 "
-        f"results, {trials} trials). Recovery = kill -> next result: the failure is noticed (an upstream error "
+        f"results, {trials} trials). Recovery = the longest gap between results from the kill on: the failure is noticed (an upstream error "
         "frame, or the circuit deadline when no one reports it), every hop is probed, the dead one is blamed, "
         "the requester re-plans and re-sends the in-flight inputs on a new circuit. Added latency = recovery "
-        "minus the normal gap between results.", "",
+        "minus the normal gap between results. The requester also watches its own connections to the hops "
+        "(every 0.2 s): a dead hop is noticed even when no hop reports it; without that watch, about 2 of "
+        "3 kills here were noticed only by the circuit deadline, Σ_hops (4 x predicted + 2 s grace), ~8.7 s "
+        "for mlp's 4 hops. A staller (connected but silent) is still caught by that deadline.", "",
         "| | p50 | p95 |", "|---|---|---|",
         f"| recovery (ms) | {pct(recoveries, 0.5) * 1000:.0f} | {pct(recoveries, 0.95) * 1000:.0f} |",
         f"| added latency (ms) | {pct(added, 0.5) * 1000:.0f} | {pct(added, 0.95) * 1000:.0f} |",

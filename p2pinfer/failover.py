@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import trio
+from libp2p.peer.id import ID
 
 from p2pinfer.core.circuit import HopSpec, Result
 from p2pinfer.core.codec import Activation
@@ -195,21 +196,42 @@ class ResilientRun:
             state["sent_all"] = True
             state["wake"].set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender, nursery)
-            while True:
-                if not outstanding:
-                    if state["sent_all"]:
-                        break
-                    await state["wake"].wait()
-                    state["wake"] = trio.Event()
-                    continue
-                r = await circuit.receive(timeout=deadline)
-                if r.seq not in outstanding:
-                    continue
-                idx, sent = outstanding.pop(r.seq)
-                await self._accept(idx, r, sent, specs, work, checked=False)
-                window.release()
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._watch, specs)
+            async with trio.open_nursery() as nursery:  # the sender, checked inputs, results
+                nursery.start_soon(sender, nursery)
+                await self._collect(circuit, specs, outstanding, state, window, deadline, work)
+            watching.cancel_scope.cancel()
+
+    async def _collect(self, circuit: Any, specs: list[HopSpec], outstanding: dict[int, tuple[int, float]],
+                       state: dict[str, Any], window: trio.Semaphore, deadline: float, work: "_Work") -> None:
+        """Receive until every input sent on the main circuit has its result (deadline per result)."""
+        while True:
+            if not outstanding:
+                if state["sent_all"]:
+                    break
+                await state["wake"].wait()
+                state["wake"] = trio.Event()
+                continue
+            r = await circuit.receive(timeout=deadline)
+            if r.seq not in outstanding:
+                continue
+            idx, sent = outstanding.pop(r.seq)
+            await self._accept(idx, r, sent, specs, work, checked=False)
+            window.release()
+
+    async def _watch(self, specs: list[HopSpec], interval_s: float = 0.2) -> None:
+        """Fail the attempt as soon as a hop we were connected to drops its connection (a dead
+        peer), instead of waiting for the circuit deadline. Blames nobody by itself: the
+        failure leads to probes (rule 4), so a benign disconnect costs an attempt, not a peer."""
+        network = self.rq.host.get_network()
+        ids = {s.peer_id: ID.from_base58(s.peer_id) for s in specs}
+        watched = {p for p, i in ids.items() if network.get_connections(i)}
+        while True:
+            await trio.sleep(interval_s)
+            lost = sorted(p for p in watched if not network.get_connections(ids[p]))
+            if lost:
+                raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-circuit")
 
     async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: "_Work", *,
                       checked: bool) -> None:
