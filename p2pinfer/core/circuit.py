@@ -18,6 +18,9 @@ States: SETUP -> READY -> CLOSED, or FAILED from SETUP/READY. Rules:
 7. `close_frame()` seals a CloseNotice as the last frame on link 0 (CLOSED): each hop forwards
    it and frees the circuit, and the last hop's copy comes back as a result that `on_result`
    reports as `Closed`, so the requester knows the whole chain has been torn down.
+8. `abort_frame()` seals the same CloseNotice after a failure (READY or FAILED), so the hops up
+   to the broken one free the circuit now; nobody waits for it to come back (CLOSED).
+   `pending_hops()` names the hops that have not accepted (blamed for a setup timeout).
 """
 
 from __future__ import annotations
