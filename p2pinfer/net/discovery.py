@@ -43,13 +43,15 @@ class DiscoveryConfig:
     """Tuning knobs; defaults suit a LAN swarm, tests shorten the interval."""
 
     pull_interval_s: float = 10.0
+    busy_interval_s: float = 1.0
     fanout: int = 3
     request_timeout_s: float = 2.0
     max_rounds: int = 4
     dht_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
-        if not (self.pull_interval_s > 0 and self.request_timeout_s > 0 and self.dht_timeout_s > 0):
+        if not (self.pull_interval_s > 0 and self.busy_interval_s > 0 and self.request_timeout_s > 0
+                and self.dht_timeout_s > 0):
             raise ValueError("discovery intervals and timeouts must be > 0")
         if self.fanout < 1 or self.max_rounds < 0:
             raise ValueError("discovery fanout must be >= 1 and max_rounds >= 0")
@@ -220,6 +222,13 @@ class Discovery:
             delay = min(delay * 2, 2.0)
         return 0
 
+    def _routing_sample(self) -> list[PeerInfo]:
+        """A few peers from the DHT routing table: they outlive our cached records."""
+        if self.dht is None:
+            return []
+        infos = self.dht.routing_table.get_peer_infos()
+        return random.sample(infos, min(self.config.fanout, len(infos)))
+
     async def dht_sweep(self) -> int:
         """Complement: providers of the swarm key that we do not know yet; pull, else get_value."""
         if self.dht is None:
@@ -247,22 +256,31 @@ class Discovery:
     # ---- the long-lived service -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Anti-entropy: every interval, prune expired records and pull from a few random peers."""
+        """Anti-entropy: prune expired records and pull from a few random peers, every
+        `pull_interval_s`; while rounds keep teaching news (a swarm forming or changing), the
+        next round comes after `busy_interval_s` instead, so news spreads in seconds, not minutes."""
         task_status.started()
+        interval = self.config.pull_interval_s
         while True:
-            await trio.sleep(self.config.pull_interval_s * random.uniform(0.8, 1.2))
+            await trio.sleep(interval * random.uniform(0.8, 1.2))
+            learned = 0
             try:
-                await self.anti_entropy_round()
+                learned = await self.anti_entropy_round()
             except Exception:  # task boundary: one bad round must not kill the node
                 logger.exception("discovery round failed")
+            busy = min(self.config.busy_interval_s, self.config.pull_interval_s)
+            interval = busy if learned else self.config.pull_interval_s
 
-    async def anti_entropy_round(self) -> None:
+    async def anti_entropy_round(self) -> int:
+        """One round; returns how many peers it taught us about that we did not know before
+        (mere updates of known peers do not count: they arrive all the time in a stable swarm)."""
         gone = self.cache.prune(now=self._clock())
         if gone:
             logger.info("dropped %d expired records", len(gone))
         known = [pid for pid in self.cache.peer_ids(now=self._clock()) if pid != self._self_id]
         batch = random.sample(known, min(self.config.fanout, len(known)))
         await self.pull_many([self.peer_info(pid) for pid in batch])
-        if not known:  # alone: retry the bootstrap peers, then ask the DHT
-            await self.pull_many(self.seeds)
+        if not known:  # alone (all records expired): retry bootstrap and routing-table peers, DHT
+            await self.pull_many(self.seeds + self._routing_sample())
             await self.dht_sweep()
+        return len(set(self.cache.peer_ids(now=self._clock())) - set(known) - {self._self_id})
