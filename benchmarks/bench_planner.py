@@ -158,8 +158,8 @@ def main() -> None:
         f"Reproduce: `python -m benchmarks.bench_planner{' --quick' if args.quick else ''}`. {machine_line()}",
         f"Random heterogeneous swarms (device classes IoT..GPU box, jittered), {instances} instances x {reps} runs per row.",
         "Times include compiling the cost model (`build_costs`). `median ms` is wall time, `median CPU ms` "
-        "the process CPU time of the same runs: on a machine shared with other jobs wall time is inflated "
-        "by waiting for a core, so compare targets with the CPU column there. "
+        "the process CPU time of the same runs (all threads, so numpy's threads can push it above wall "
+        "time): on a machine shared with other jobs wall time is inflated by waiting for a core. "
         "`proven optimal` counts instances where the planner proved optimality; `worst gap` is the largest "
         "distance to its proven lower bound among the others.", "",
         "| layers | peers | objective | median ms | median CPU ms | max ms | target ms | proven optimal | worst gap |",
