@@ -67,7 +67,7 @@ RETRYABLE = (CircuitError, NetworkError)
 class RunOutcome:
     outputs: tuple[Activation, ...]
     latency_ms: tuple[float, ...]
-    traces: tuple[tuple[int, ...], ...]  # per input, the trace of the circuit that computed it
+    traces: tuple[tuple[int, ...], ...]  # compute traces of the inputs the last plan computed
     plan: Plan  # the plan of the last attempt
     snapshot: SwarmSnapshot
     setup_ms: float
@@ -108,6 +108,8 @@ class ResilientRun:
         self._local_lock = trio.CapacityLimiter(1)
         self.setup_ms = 0.0
         self.segments: dict[tuple, _Segment] = {}
+        self.plan: Plan | None = None  # the running attempt's
+        self.plan_of: dict[int, Plan | None] = {}  # which attempt's plan computed each result
 
     # ---- attempts ----
 
@@ -126,7 +128,6 @@ class ResilientRun:
                 last = exc
                 blamed = await self._blame(plan, addrs, exc)
                 excluded |= blamed
-                self.rq._records = None  # re-discover: the swarm changed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
                 continue
             if len(self.results) == len(self.batch):
@@ -136,7 +137,8 @@ class ResilientRun:
                                f"after {attempts} attempt(s); last failure: {last}")
         order = range(len(self.batch))
         return RunOutcome(tuple(self.results[i][0] for i in order), tuple(self.results[i][1] for i in order),
-                          tuple(self.results[i][2] for i in order), plan, snapshot, self.setup_ms, attempts,
+                          tuple(self.results[i][2] for i in order if self.plan_of[i] is plan), plan, snapshot,
+                          self.setup_ms, attempts,
                           time.perf_counter() - t0, excluded)
 
     async def _plan(self, excluded: frozenset[str], last: Exception | None,
@@ -156,6 +158,7 @@ class ResilientRun:
     async def _attempt(self, plan: Plan, addrs: Mapping[str, tuple[str, ...]], number: int) -> None:
         """Every input without a result through one circuit for `plan` (checked ones as segments)."""
         specs = hop_specs(plan, self.manifest, addrs)
+        self.plan = plan
         deadline = self._deadline_s(plan.hops, plan.transfer_out_s)
         started = time.perf_counter()
         circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=specs)
@@ -245,6 +248,7 @@ class ResilientRun:
         await trio.to_thread.run_sync(self.hooks.hops_ok, done)
         if not checked:
             self.results[idx] = (r.act, wall * 1000, tuple(r.trace))
+            self.plan_of[idx] = self.plan
             self.via[idx] = frozenset(s.peer_id for s in specs)
             if self.on_result is not None:
                 self.on_result(len(self.results))
@@ -272,6 +276,7 @@ class ResilientRun:
                 trace += list(r.trace)
                 act = r.act
             self.results[idx] = (act, (time.perf_counter() - t0) * 1000, tuple(trace))
+            self.plan_of[idx] = plan
             self.via[idx] = frozenset(clean)
             if self.on_result is not None:
                 self.on_result(len(self.results))
