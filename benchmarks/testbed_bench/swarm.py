@@ -85,16 +85,16 @@ class TestbedSwarm:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name -> [resources] keys
     _log_start: dict[str, int] = field(default_factory=dict)  # stderr offset of each node's current process
 
-    def start(self, *, timeout: float = 120.0) -> "TestbedSwarm":
+    def start(self, *, timeout: float = 180.0) -> "TestbedSwarm":
         """Start every node; return once each printed `ready` and the bootstrap lists them all."""
         # the bootstrap node is the one with the largest CPU quota: under quotas, start-up
         # (imports, calibration) is CPU-bound, and the others wait for it before they start
         first = max(self.tb.nodes, key=lambda n: self.tb.device(n).cpu or 0.0)
         rest = [n for n in self.tb.nodes if n != first]
         self._spawn(first, ())
-        self.bootstrap = self.addr(first)
         self._wait_ready(first, timeout)
-        for name in rest:
+        self.bootstrap = self.addr(first)
+        for name in rest:  # all at once: each start-up is bound by its own quota
             self._spawn(name, ("--bootstrap", self.bootstrap))
         for name in rest:
             self._wait_ready(name, timeout)
@@ -108,14 +108,14 @@ class TestbedSwarm:
         config.write_text(node_config(self.tb, name, self.overrides.get(name)))
         argv = [sys.executable, "-m", "p2pinfer", "node", "start", "--config", str(config),
                 "--listen", self.tb.multiaddr(name, PORT), "--data-dir", str(data), *extra]
-        start = self.tb.log_paths(name)[1].stat().st_size if self.tb.log_paths(name)[1].exists() else 0
-        proc = self.tb.spawn(name, argv, env=self.tb.thread_env(name))
-        peer = self.tb.wait_for_log(name, PEER_ID, timeout=120, start=start, proc=proc).group(1)
-        self.nodes[name] = NodeProc(name, proc, peer)
-        self._log_start[name] = start
+        err = self.tb.log_paths(name)[1]
+        self._log_start[name] = err.stat().st_size if err.exists() else 0
+        self.nodes[name] = NodeProc(name, self.tb.spawn(name, argv, env=self.tb.thread_env(name)))
 
     def _wait_ready(self, name: str, timeout: float) -> None:
-        self.tb.wait_for_log(name, READY, timeout=timeout, start=self._log_start[name], proc=self.nodes[name].proc)
+        node, start = self.nodes[name], self._log_start[name]
+        node.peer_id = self.tb.wait_for_log(name, PEER_ID, timeout=timeout, start=start, proc=node.proc).group(1)
+        self.tb.wait_for_log(name, READY, timeout=timeout, start=start, proc=node.proc)
 
     def advertised(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
         """The verified records the swarm serves (`p2pinfer peers --json` in the requester's namespace)."""
