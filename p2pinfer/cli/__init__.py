@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module exposing `register(subparsers)`, which adds its parser
 and sets `handler=callable(args) -> int`. Handlers are thin: they call the library and render.
+Only the module of the subcommand being run is imported (the others would pull in torch and
+libp2p for nothing: `p2pinfer --help` or `p2pinfer ledger` start in well under a second).
 Any `P2PInferError` becomes one line on stderr and exit code 2; `--json` output is one JSON
 document on stdout and logs go to stderr.
 """
@@ -9,26 +11,43 @@ document on stdout and logs go to stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import Sequence
 
 from p2pinfer.errors import P2PInferError
 
-from . import ledger_cmd, models_cmd, node_cmd, peers_cmd, plan_cmd, run_cmd
+# subcommand -> (module in this package, one-line help shown by `p2pinfer --help`)
+_COMMANDS = {
+    "node": ("node_cmd", "run a node of the swarm"),
+    "peers": ("peers_cmd", "list verified peers of the swarm"),
+    "models": ("models_cmd", "list, inspect and import models"),
+    "plan": ("plan_cmd", "plan a partition of a model over peers"),
+    "run": ("run_cmd", "run a model (embedded local swarm, a live swarm, or --local)"),
+    "ledger": ("ledger_cmd", "show this node's reputation ledger"),
+}
 
-_COMMAND_MODULES = (node_cmd, peers_cmd, models_cmd, plan_cmd, run_cmd, ledger_cmd)
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first non-option word), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (given `command`) one where only that subcommand's module is loaded
+    and the others are listed by name and help alone."""
     parser = argparse.ArgumentParser(
         prog="p2pinfer",
         description="Run deep-learning models across a peer-to-peer swarm of heterogeneous devices.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMAND_MODULES:
-        module.register(subparsers)
+    for name, (module_name, help_text) in _COMMANDS.items():
+        if command is None or command == name:
+            importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
@@ -41,7 +60,9 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = _chosen_command(argv)
+    parser = build_parser(chosen if chosen in _COMMANDS else "")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:

@@ -23,7 +23,7 @@ from typing import Mapping
 
 import numpy as np
 import safetensors
-import safetensors.torch
+from safetensors.torch import load as load_safetensors
 import torch
 
 from p2pinfer.errors import WeightIntegrityError
@@ -56,7 +56,7 @@ def encode(tensors: Mapping[str, torch.Tensor]) -> bytes:
 def decode(data: bytes, kind: str, config: Mapping[str, object]) -> dict[str, torch.Tensor]:
     """Tensors from safetensors bytes, checked against the names/shapes/dtypes the kind requires."""
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = load_safetensors(data)  # safetensors: a plain header + raw arrays, never pickle
     except (safetensors.SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         raise WeightIntegrityError(f"layer {kind!r}: weights are not valid safetensors ({exc})") from None
     expected = param_specs(kind, config)  # type: ignore[arg-type]

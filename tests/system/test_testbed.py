@@ -160,8 +160,9 @@ def test_cpu_quota_is_enforced_on_the_node(tb):
 def test_spawned_process_and_all_its_threads_live_in_the_node_namespace_and_cgroup(tb):
     if isinstance(tb, TestbedUnavailable):
         return _assert_fallback_reported(tb)
-    code = ("import threading, time, sys; ts = [threading.Thread(target=time.sleep, args=(30,), daemon=True) "
-            "for _ in range(3)]; [t.start() for t in ts]; print('ready', flush=True); sys.stdin.read(); time.sleep(30)")
+    # a child with 3 extra threads that stays alive until the testbed tears it down
+    code = ("import threading; forever = threading.Event(); ts = [threading.Thread(target=forever.wait, daemon=True) "
+            "for _ in range(3)]; [t.start() for t in ts]; print('ready', flush=True); forever.wait()")
     p = tb.spawn("mid", [sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         ready, _, _ = select.select([p.stdout], [], [], 30)
