@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="ci-quick cluster, minilm, short streams; docs untouched")
     parser.add_argument("--out", type=Path, help="also write the raw results as JSON here")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and the plots")
+    parser.add_argument("--send-buffer", type=int, metavar="BYTES",
+                        help="diagnostic: fixed TCP send buffer in every namespace (a hop's send then returns at once)")
     args = parser.parse_args(argv)
     if args.quick:
         args.clusters, args.models, args.frames, args.reps, args.no_docs = ["ci-quick"], ["minilm"], 8, 2, True
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.clusters:
         progress(f"cluster {name} ({time.monotonic() - started:.0f}s elapsed)")
         try:
-            results.append(run_cluster(PROFILES / f"{name}.toml", job_for(args), store, timeout=1200))
+            results.append(run_cluster(PROFILES / f"{name}.toml", job_for(args), store, timeout=1200,
+                                       send_buffer=args.send_buffer))
         except TestbedUnavailable as e:
             print(e, file=sys.stderr)
             return 3

@@ -70,7 +70,15 @@ def run_requester(tb: Testbed, swarm: TestbedSwarm, job: dict[str, Any], store: 
     return json.loads(out)
 
 
-def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, timeout: float) -> dict[str, Any]:
+def set_send_buffer(tb: Testbed, nbytes: int) -> None:
+    """Diagnostic: a fixed TCP send buffer in every member's namespace (tcp_wmem is per
+    namespace), so a hop's send of one activation returns at once instead of waiting for the link."""
+    for name in (*tb.nodes, "requester"):
+        tb.exec(name, ["sysctl", "-q", "-w", f"net.ipv4.tcp_wmem=4096 {nbytes} {nbytes}"], timeout=10, cgroup=False, check=True)
+
+
+def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, timeout: float,
+                send_buffer: int | None = None) -> dict[str, Any]:
     """Everything for one cluster, torn down on the way out whatever happens."""
     cluster = load_cluster(cluster_file)
     models = sorted(set(job.get("models", [])) | {m for m in [job.get("hop_sweep"), (job.get("failover") or {}).get("model")] if m})
@@ -78,6 +86,8 @@ def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, t
     started = time.monotonic()
     with Testbed(cluster) as tb:
         progress(f"{cluster.name}: testbed up ({len(tb.nodes)} nodes), logs in {tb.log_dir}")
+        if send_buffer:
+            set_send_buffer(tb, send_buffer)
         swarm = TestbedSwarm(tb, store.root, tuple(blobs), blobs).start()
         progress(f"{cluster.name}: {len(swarm.nodes)} nodes ready in {time.monotonic() - started:.1f}s")
         core = full_core(tb, job.get("models", []))
