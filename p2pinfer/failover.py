@@ -27,6 +27,9 @@ output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9
    (core/verification.py). A proven-wrong hop is excluded at once, the attempt is abandoned,
    and every result of this run that passed through that hop unchecked is discarded and
    recomputed without it: no output of a detected peer reaches the caller.
+6. Commitments. Every result of the main circuit is accepted only after its hops'
+   commitments (core/commitments.py) were awaited (bounded by `commit_timeout_s`) and checked:
+   a broken chain blames as `_check_chain` says; a missing commitment is counted and logged.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class ResilientRun:
         self.segments: dict[tuple, _Segment] = {}
         self.plan: Plan | None = None  # the running attempt's
         self.plan_of: dict[int, Plan | None] = {}  # which attempt's plan computed each result
+        self.missing_commits = 0  # commitments that did not arrive within commit_timeout_s
 
     # ---- attempts ----
 
@@ -220,8 +224,36 @@ class ResilientRun:
             if r.seq not in outstanding:
                 continue
             idx, sent = outstanding.pop(r.seq)
+            await self._check_chain(circuit, r, specs, idx)
             await self._accept(idx, r, sent, specs, work, checked=False)
             window.release()
+
+    async def _check_chain(self, circuit: Any, r: Result, specs: Sequence[HopSpec], idx: int) -> None:
+        """Rule 6: the hops' commitments for this result must form an unbroken chain. A break at
+        either end has one possible liar (excluded as a verification failure); inside, one of
+        two neighbours lied (both get a failure, the attempt is abandoned and probed)."""
+        check = await circuit.chain(r, timeout=self.hooks.options.commit_timeout_s)
+        circuit.machine.forget_seq(r.seq)
+        if check.missing:
+            self.missing_commits += len(check.missing)
+            log.info("input %d: no commitment from hop(s) %s", idx, [specs[i].peer_id for i in check.missing])
+        for suspects in check.suspects(len(specs)):
+            peers = sorted(specs[i].peer_id for i in suspects)
+            detail = f"commitment chain of {self.manifest.name} input {idx} broken next to {', '.join(peers)}"
+            if len(peers) == 1:
+                await trio.to_thread.run_sync(self.hooks.verification_failed, peers[0], detail)
+                self._recall(peers[0])
+                raise VerificationError(peers[0], detail)
+            for peer in peers:
+                await trio.to_thread.run_sync(self.hooks.hop_failed, peer, EventKind.FAILURE, detail)
+            raise CircuitError(detail)
+
+    def _recall(self, peer_id: str) -> int:
+        """Discard every result that passed through `peer_id` unchecked (it is recomputed)."""
+        recalled = [i for i, peers in self.via.items() if peer_id in peers and i in self.results]
+        for i in recalled:
+            del self.results[i], self.via[i]
+        return len(recalled)
 
     async def _watch(self, specs: list[HopSpec], interval_s: float = 0.2) -> None:
         """Fail the attempt as soon as a hop we were connected to drops its connection (a dead
@@ -315,11 +347,9 @@ class ResilientRun:
         if spec.peer_id in decision.penalised:
             detail = f"layers [{spec.start},{spec.stop}) of {self.manifest.name}, input {idx}"
             await trio.to_thread.run_sync(self.hooks.verification_failed, spec.peer_id, detail)
-            recalled = [i for i, peers in self.via.items() if spec.peer_id in peers and i in self.results]
-            for i in recalled:
-                del self.results[i], self.via[i]
+            recalled = self._recall(spec.peer_id)
             raise VerificationError(spec.peer_id, f"hop {spec.peer_id} returned a wrong output for {detail} "
-                                    f"(excluded; {len(recalled)} earlier result(s) through it recomputed)")
+                                    f"(excluded; {recalled} earlier result(s) through it recomputed)")
 
     async def run_local(self, start: int, stop: int, act: Activation) -> Activation:
         """Layers [start, stop) computed by the requester itself (it holds every weight)."""

@@ -21,6 +21,12 @@ States: SETUP -> READY -> CLOSED, or FAILED from SETUP/READY. Rules:
 8. `abort_frame()` seals the same CloseNotice after a failure (READY or FAILED), so the hops up
    to the broken one free the circuit now; nobody waits for it to come back (CLOSED).
    `pending_hops()` names the hops that have not accepted (blamed for a setup timeout).
+9. Commitments (core/commitments.py): `input_frame` records the digest of each input;
+   `on_commit(peer, HopCommit)` keeps a commitment only if it comes from the hop reading that
+   link, for a seq we sent, and its MAC verifies under that hop's report key (else WireError,
+   counted in `rejected`). A Result carries the digest of its activation; `chain(seq, digest)`
+   checks the seq's chain and `forget_seq` frees its records (at most `max_pending` seqs are
+   kept; the oldest go first).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Sequence, Union
 
 from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
+from p2pinfer.core.commitments import ChainCheck, activation_digest, check_chain, commit_authentic, report_key
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.crypto.link import LinkEnd, LinkReceiver, LinkSender, new_link_key
 from p2pinfer.crypto.sealing import seal_assignment
@@ -68,6 +75,7 @@ class Result:
     seq: int
     act: Activation
     trace: tuple[int, ...]  # compute microseconds per hop, in hop order
+    digest: bytes = b""  # activation_digest(act): the end of the commitment chain
 
 
 class CircuitMachine:
@@ -92,6 +100,10 @@ class CircuitMachine:
         self._sender = LinkSender(LinkEnd(self._keys[0], self.circuit_id, 0))
         self._receiver = LinkReceiver(LinkEnd(self._keys[-1], self.circuit_id, len(hops)))
         self._accepted: set[str] = set()
+        self._report_keys = [report_key(self._keys[i], self._keys[i + 1]) for i in range(len(hops))]
+        self.input_hashes: dict[int, bytes] = {}
+        self.commits: dict[int, dict[int, wire.HopCommit]] = {}
+        self.max_pending = 4096
         self.state = State.SETUP
         self.error: P2PInferError | None = None
         self.rejected = 0
@@ -150,6 +162,9 @@ class CircuitMachine:
             raise CircuitError(f"cannot send input: circuit is {self.state.value}")
         plaintext = wire.encode(wire.FramePayload(act=act, trace=()))
         seq, nonce, box = self._sender.seal(plaintext)
+        self.input_hashes[seq] = activation_digest(act)
+        while len(self.input_hashes) > self.max_pending:
+            self.forget_seq(next(iter(self.input_hashes)))
         return seq, wire.encode(wire.ActivationFrame(circuit_id=self.circuit_id, link=0, seq=seq, nonce=nonce, box=box))
 
     def on_result(self, peer_id: str, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> Union[Result, Closed]:
@@ -174,7 +189,25 @@ class CircuitMachine:
             raise
         if isinstance(payload, wire.CloseNotice):
             return Closed(frame.seq)
-        return Result(frame.seq, payload.act, payload.trace)
+        return Result(frame.seq, payload.act, payload.trace, activation_digest(payload.act))
+
+    # ---- commitments (rule 9) ----
+    def on_commit(self, peer_id: str, c: wire.HopCommit) -> None:
+        if (c.circuit_id != self.circuit_id or c.link >= len(self.hops) or self.hops[c.link].peer_id != peer_id
+                or c.seq not in self.input_hashes or not commit_authentic(self._report_keys[c.link], c)):
+            self.rejected += 1
+            raise WireError(f"commitment from {peer_id} for link {c.link} seq {c.seq} does not belong to this circuit")
+        self.commits.setdefault(c.seq, {})[c.link] = c
+
+    def commits_complete(self, seq: int) -> bool:
+        return len(self.commits.get(seq, {})) == len(self.hops)
+
+    def chain(self, seq: int, result_digest: bytes) -> ChainCheck:
+        return check_chain(self.input_hashes.get(seq, b""), self.commits.get(seq, {}), result_digest, len(self.hops))
+
+    def forget_seq(self, seq: int) -> None:
+        self.input_hashes.pop(seq, None)
+        self.commits.pop(seq, None)
 
     def on_error(self, peer_id: str, data: bytes) -> State:
         try:

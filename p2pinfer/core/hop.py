@@ -21,6 +21,11 @@ Rules (the network adapter in net/hop_protocol.py only moves bytes and runs comp
    the requester) or `compute_failed` (-> `Send` of an ErrorFrame to the requester). The output
    reuses the input's seq on the next link, so a stream of inputs stays in order end to end.
 5. Time is passed in as `now_ms` (Unix ms). `expire(now_ms)` forgets circuits past their deadline.
+6. Commit and retain (core/commitments.py, core/retention.py): `finish` (pure, worker thread)
+   seals the output AND a HopCommit for the requester (digests of the input read and the output
+   written, MAC'd with the report key); the adapter sends the commit before the output and calls
+   `retain`, which keeps the output's canonical bytes (bounded per circuit) until the circuit
+   is forgotten or expires.
 
 `compute_done` reads but never mutates state, so the adapter may call it in a worker thread.
 """
@@ -32,6 +37,8 @@ from typing import Union
 
 from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
+from p2pinfer.core.commitments import activation_bytes, activation_digest, digest, make_commit, report_key
+from p2pinfer.core.retention import RetentionBuffer
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.crypto.link import FrameAuthError, FrameReplayError, LinkEnd, LinkReceiver, seal_frame
 from p2pinfer.crypto.sealing import open_assignment
@@ -94,6 +101,15 @@ class Send:
 
 
 @dataclass(frozen=True)
+class Computed:
+    """`finish`'s result: the sealed output, the commitment for the requester, the bytes to retain."""
+
+    send: Send
+    commit: Send
+    out_bytes: bytes
+
+
+@dataclass(frozen=True)
 class Close:
     """Forward `send` (the sealed CloseNotice for the next link), then forget the circuit."""
 
@@ -122,6 +138,7 @@ class HopMachine:
     max_circuits: int = 64
     max_ttl_ms: int = 3_600_000  # refuse deadlines further out: nobody may pin a slot for days
     counters: HopCounters = field(default_factory=HopCounters)
+    retention: RetentionBuffer = field(default_factory=RetentionBuffer)
     _circuits: dict[bytes, _Circuit] = field(default_factory=dict)
 
     # ---- setup ----
@@ -197,6 +214,23 @@ class HopMachine:
         """Seal the span output for the next link. Pure: safe to call from a worker thread."""
         return self._seal(circuit_id, seq, wire.FramePayload(act=output, trace=trace))
 
+    def finish(self, c: Compute, output: Activation, compute_us: int) -> Computed:
+        """Rule 6: the sealed output plus its commitment. Pure: safe in a worker thread."""
+        circuit = self._circuits.get(c.circuit_id)
+        if circuit is None:
+            raise WireError(f"circuit {c.circuit_id.hex()} expired during compute")
+        a = circuit.assignment
+        out_bytes = activation_bytes(output)
+        commit = make_commit(report_key(a.in_key, a.out_key), circuit_id=c.circuit_id, link=a.in_link, seq=c.seq,
+                             in_hash=activation_digest(c.act), out_hash=digest(out_bytes), compute_us=compute_us)
+        send = self._seal(c.circuit_id, c.seq, wire.FramePayload(act=output, trace=c.trace + (compute_us,)))
+        report = Send(c.circuit_id, a.requester, a.next_hop.addrs if a.next_hop.final else (), wire.encode(commit), True)
+        return Computed(send, report, out_bytes)
+
+    def retain(self, circuit_id: bytes, seq: int, out_bytes: bytes) -> None:
+        if circuit_id in self._circuits:
+            self.retention.put(circuit_id, seq, out_bytes)
+
     def _seal(self, circuit_id: bytes, seq: int, payload: Union[wire.FramePayload, wire.CloseNotice]) -> Send:
         circuit = self._circuits.get(circuit_id)
         if circuit is None:
@@ -218,6 +252,7 @@ class HopMachine:
         return Send(circuit_id, a.requester, a.next_hop.addrs if a.next_hop.final else (), wire.encode(err), True)
 
     def forget(self, circuit_id: bytes) -> None:
+        self.retention.drop(circuit_id)
         if self._circuits.pop(circuit_id, None) is not None:
             self.counters.closed_circuits += 1
 
@@ -225,6 +260,7 @@ class HopMachine:
         gone = [cid for cid, c in self._circuits.items() if c.assignment.deadline_ms <= now_ms]
         for cid in gone:
             del self._circuits[cid]
+            self.retention.drop(cid)
         self.counters.expired_circuits += len(gone)
         return gone
 

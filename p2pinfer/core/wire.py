@@ -324,6 +324,24 @@ class ReceiptAck:
     reason: str = _f(_text_opt(MAX_TEXT))
 
 
+DIGEST_BYTES = 32
+
+
+@dataclass(frozen=True)
+class HopCommit:
+    """Hop -> requester on /p2pinfer/result/1.0.0, one per frame the hop computed: digests of
+    the input it read and the output it wrote (core/commitments.py), MAC'd with its report key."""
+
+    TYPE: ClassVar[str] = "commit"
+    circuit_id: bytes = _f(_bytes(CIRCUIT_ID_BYTES))
+    link: int = _f(_uint(MAX_HOPS))  # the hop's in_link: hop index in the circuit
+    seq: int = _f(_uint())
+    in_hash: bytes = _f(_bytes(DIGEST_BYTES))
+    out_hash: bytes = _f(_bytes(DIGEST_BYTES))
+    compute_us: int = _f(_uint())
+    mac: bytes = _f(_bytes(DIGEST_BYTES))
+
+
 Message = Any  # any of the registered dataclasses above
 DECODERS: dict[str, type] = {}
 
@@ -335,7 +353,7 @@ def _register(*classes: type) -> None:
 
 _register(Assignment, SignedAssignment, AssignRequest, AssignmentAccepted, AssignmentRefused,
           ActivationFrame, ResultFrame, ErrorFrame, FramePayload, CloseNotice, WeightRequest, WeightBlob, WeightMissing,
-          ReceiptDelivery, ReceiptAck)
+          ReceiptDelivery, ReceiptAck, HopCommit)
 
 
 def encode(msg: Message) -> bytes:

@@ -23,6 +23,7 @@ from libp2p.abc import IHost, INetStream
 
 from p2pinfer.core import wire
 from p2pinfer.core.circuit import CircuitMachine, Closed, HopSpec, Result, State
+from p2pinfer.core.commitments import ChainCheck
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.crypto.identity import Identity
@@ -59,6 +60,7 @@ class Circuit:
         self._lock = trio.Lock()
         self._stream: INetStream | None = None
         self.closed = trio.Event()  # set when our CloseNotice came back through every hop
+        self._commit_arrived = trio.Event()
 
     @property
     def circuit_id(self) -> bytes:
@@ -99,6 +101,18 @@ class Circuit:
             result = await self.receive(timeout=timeout)
             if result.seq == seq:
                 return result
+
+    async def chain(self, result: Result, *, timeout: float) -> ChainCheck:
+        """The commitment chain of `result`'s seq, waiting (bounded) for missing commitments."""
+        with trio.move_on_after(timeout):
+            while not self.machine.commits_complete(result.seq):
+                await self._commit_arrived.wait()
+        return self.machine.chain(result.seq, result.digest)
+
+    def _on_commit(self, sender: str, msg: wire.HopCommit) -> None:
+        self.machine.on_commit(sender, msg)
+        self._commit_arrived.set()
+        self._commit_arrived = trio.Event()
 
     def _deliver(self, item: Union[Result, P2PInferError]) -> None:
         self._results_in.send_nowait(item)
@@ -226,7 +240,8 @@ class CircuitClient:
                     data = await next_frame(stream, max_size=self.config.max_frame, timeout=self.config.ttl_s)
                     if data is None:
                         return  # the hop closed its stream
-                    self._route(sender, wire.decode(data, expect=[wire.ResultFrame, wire.ErrorFrame], max_size=self.config.max_frame))
+                    self._route(sender, wire.decode(data, expect=[wire.ResultFrame, wire.ErrorFrame, wire.HopCommit],
+                                                    max_size=self.config.max_frame))
                 except OversizedFrame as exc:
                     self.rejected_frames += 1
                     log.warning("closing result stream from %s: %s", sender, exc)
@@ -237,11 +252,13 @@ class CircuitClient:
         finally:
             await close_stream(stream)
 
-    def _route(self, sender: str, msg: Union[wire.ResultFrame, wire.ErrorFrame]) -> None:
+    def _route(self, sender: str, msg: Union[wire.ResultFrame, wire.ErrorFrame, wire.HopCommit]) -> None:
         circuit = self._circuits.get(msg.circuit_id)
         if circuit is None:
             raise WireError(f"frame for unknown circuit {msg.circuit_id.hex()[:8]}")
-        if isinstance(msg, wire.ErrorFrame):
+        if isinstance(msg, wire.HopCommit):
+            circuit._on_commit(sender, msg)
+        elif isinstance(msg, wire.ErrorFrame):
             circuit.machine.on_error_frame(sender, msg)
             circuit._deliver(circuit.machine.error)  # type: ignore[arg-type]
         else:

@@ -34,6 +34,7 @@ from libp2p.custom_types import TProtocol
 from p2pinfer.core import hop as hopm
 from p2pinfer.core import wire
 from p2pinfer.core.codec import Activation
+from p2pinfer.core.retention import RetentionBuffer
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import InputError, ModelError, NetworkError, P2PInferError, WireError
 from p2pinfer.ledger import Ledger
@@ -71,10 +72,14 @@ class HopConfig:
     compute_threads: int = 1
     mem_bytes: int | None = None
     weights: WeightsConfig = WeightsConfig()
+    retain_outputs: int = 64  # per circuit: last outputs kept for audits / resumption (core/retention.py)
+    retain_bytes: int = 16 * 1024 * 1024  # per circuit
 
     def __post_init__(self) -> None:
         if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s, self.compute_timeout_s, self.max_circuit_ttl_s) <= 0:
             raise ValueError("hop: timeouts must be positive")
+        if self.retain_outputs < 0 or self.retain_bytes < 0:
+            raise ValueError("hop: retain_outputs and retain_bytes must be >= 0")
         if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1:
             raise ValueError("hop: max_frame >= 1024, max_circuits >= 1 and compute_threads >= 1 required")
 
@@ -116,7 +121,8 @@ class HopService:
             raise ValueError("the host's libp2p key must be the node identity's key")
         self.host, self.identity, self.executor_fn, self.store = host, identity, executor_fn, store
         self.config, self.clock = config, clock
-        self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits, max_ttl_ms=int(config.max_circuit_ttl_s * 1000))
+        self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits, max_ttl_ms=int(config.max_circuit_ttl_s * 1000),
+                                       retention=RetentionBuffer(config.retain_outputs, config.retain_bytes))
         self.fetcher = WeightFetcher(host, store, config=config.weights)
         self._weight_sources = weight_sources or (lambda _hash: [])
         self._on_weights = on_weights or (lambda _hashes: None)
@@ -125,7 +131,7 @@ class HopService:
         self._limiter = trio.CapacityLimiter(config.compute_threads)
         self.gate = AdmissionGate(config.compute_threads, credit_of=credit_of)
         self._manifests: dict[bytes, Manifest] = {}
-        self._out: dict[bytes, tuple[trio.Lock, list[INetStream]]] = {}
+        self._out: dict[bytes, dict[tuple[str, bool], tuple[trio.Lock, list[INetStream]]]] = {}
 
     @property
     def counters(self) -> hopm.HopCounters:
@@ -260,15 +266,21 @@ class HopService:
         try:
             with trio.fail_after(self.config.compute_timeout_s):  # a hung span must not wedge the stream
                 async with self.gate.slot(a.requester):  # by credit when overloaded
-                    send = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
+                    done = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
                                                          abandon_on_cancel=True)
             self.machine.counters.frames_computed += 1
+            self.machine.retain(c.circuit_id, c.seq, done.out_bytes)
         except AdmissionDropped as exc:
             return await self._report(c, "compute-failed", f"busy: {exc}")
         except trio.TooSlowError:
             return await self._report(c, "compute-failed", f"span [{a.start}, {a.stop}) took over {self.config.compute_timeout_s}s")
         except P2PInferError as exc:
             return await self._report(c, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
+        send = done.send
+        try:
+            await self._send(done.commit, emulate=False)  # before the output: the last hop's commit precedes its result
+        except NetworkError as exc:
+            log.warning("circuit %s seq %d: commitment not delivered: %s", c.circuit_id.hex()[:8], c.seq, exc)
         try:
             await self._send(send)
             self.machine.counters.frames_forwarded += 1
@@ -292,18 +304,18 @@ class HopService:
         self.machine.forget(send.circuit_id)
         await self._forget(send.circuit_id)
 
-    def _compute_sync(self, c: hopm.Compute, a: wire.Assignment, manifest: Manifest) -> hopm.Send:
-        """Worker thread: run the span and seal its output (HopMachine.compute_done is pure)."""
+    def _compute_sync(self, c: hopm.Compute, a: wire.Assignment, manifest: Manifest) -> hopm.Computed:
+        """Worker thread: run the span, seal its output and commitment (HopMachine.finish is pure)."""
         t0 = time.perf_counter()
         out = self.executor_fn(manifest, a.start, a.stop, to_torch(c.act))
         elapsed_us = int((time.perf_counter() - t0) * 1e6)
-        return self.machine.compute_done(c.circuit_id, c.seq, to_numpy(out), c.trace + (elapsed_us,))
+        return self.machine.finish(c, to_numpy(out), elapsed_us)
 
-    async def _send(self, send: hopm.Send) -> None:
-        """Write on this circuit's outbound stream, opening it on first use; one writer at a time."""
-        lock, holder = self._out.setdefault(send.circuit_id, (trio.Lock(), []))
+    async def _send(self, send: hopm.Send, *, emulate: bool = True) -> None:
+        """Write on this circuit's stream to that peer (opened on first use); one writer at a time."""
+        lock, holder = self._out.setdefault(send.circuit_id, {}).setdefault((send.peer_id, send.final), (trio.Lock(), []))
         protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
-        if self._send_delay is not None:
+        if self._send_delay is not None and emulate:  # commitments (~150 bytes) are not delayed
             await trio.sleep(self._send_delay(len(send.data)))
         async with lock:
             for attempt in (1, 2):  # a stale stream (peer restarted it, connection dropped) is reopened once
@@ -329,9 +341,9 @@ class HopService:
 
     async def _forget(self, cid: bytes) -> None:
         self._manifests.pop(cid, None)
-        entry = self._out.pop(cid, None)
-        if entry and entry[1]:
-            await close_stream(entry[1][0])
+        for _lock, holder in self._out.pop(cid, {}).values():
+            if holder:
+                await close_stream(holder[0])
 
 
 class HopNodeService:

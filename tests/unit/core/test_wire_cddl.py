@@ -47,7 +47,9 @@ def _produced() -> list[tuple[str, bytes]]:
         out.append(("frame", data))
         comp = m.on_frame(data, now_ms=NOW)
         out.append(("payload", wire.encode(wire.FramePayload(act=comp.act, trace=comp.trace))))
-        data = m.compute_done(comp.circuit_id, comp.seq, comp.act, comp.trace + (7,)).data
+        done = m.finish(comp, comp.act, 7)
+        out.append(("commit", done.commit.data))
+        data = done.send.data
     out.append(("result", data))
     data = c.close_frame()
     for i, m in enumerate(machines):
