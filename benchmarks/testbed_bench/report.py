@@ -27,12 +27,12 @@ def hops_text(entry: dict[str, Any], names: dict[str, str]) -> str:
 
 
 def compute_table(res: dict[str, Any]) -> str:
-    rows = ["| node | class | CPU quota | advertised GFLOP/s | full core GFLOP/s | ratio | conv / linear / attention |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| node | class | CPU quota | advertised GFLOP/s | full core GFLOP/s | ratio | linear-class ratio | conv / linear / attention |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in res["compute"]:
         bc = r["by_class"]
         rows.append(f"| {r['node']} | {r['class']} | {r['cpu']:.2f} | {r['advertised_gflops']:.1f} | {r['full_core_gflops']:.1f} "
-                    f"| {r['ratio']:.3f} | {bc.get('conv', 0):.1f} / {bc.get('linear', 0):.1f} / {bc.get('attention', 0):.1f} |")
+                    f"| {r['ratio']:.3f} | {r.get('linear_ratio', float('nan')):.3f} | {bc.get('conv', 0):.1f} / {bc.get('linear', 0):.1f} / {bc.get('attention', 0):.1f} |")
     return "\n".join(rows)
 
 

@@ -36,8 +36,10 @@ def full_core(tb: Testbed, models: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]], full: float) -> list[dict[str, Any]]:
-    """Advertised GFLOP/s of each node next to its quota x the full-core figure."""
+def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]], core: dict[str, Any]) -> list[dict[str, Any]]:
+    """Advertised GFLOP/s of each node next to its quota x the full-core figure (overall, and the
+    linear class: one plain matmul, the steadiest of the calibration's kernels)."""
+    full, full_linear = core["gflops"], core["by_class"]["linear"]
     by_peer = {r["peer_id"]: r for r in records}
     rows = []
     for name, node in swarm.nodes.items():
@@ -46,6 +48,7 @@ def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]
         rows.append({"node": name, "class": tb.device(name).name, "peer": node.peer_id, "cpu": cpu,
                      "advertised_gflops": rec["gflops"], "full_core_gflops": full,
                      "ratio": rec["gflops"] / full, "by_class": rec.get("gflops_by_class", {}),
+                     "linear_ratio": rec.get("gflops_by_class", {}).get("linear", float("nan")) / full_linear,
                      "up_mbps": rec["up_mbps"], "down_mbps": rec["down_mbps"], "latency_ms": rec["latency_ms"]})
     return rows
 
@@ -91,11 +94,10 @@ def run_cluster(cluster_file: Path, job: dict[str, Any], store: ModelStore, *, t
         swarm = TestbedSwarm(tb, store.root, tuple(blobs), blobs).start()
         progress(f"{cluster.name}: {len(swarm.nodes)} nodes ready in {time.monotonic() - started:.1f}s")
         core = full_core(tb, job.get("models", []))
-        full = core["gflops"]
-        compute = compute_check(tb, swarm, swarm.advertised(), full)
+        compute = compute_check(tb, swarm, swarm.advertised(), core)
         for row in compute:
             progress(f"  {row['node']}: quota {row['cpu']:.2f} core, advertises {row['advertised_gflops']:.1f} GFLOP/s "
-                     f"= {row['ratio']:.3f} x full core ({full:.1f})")
+                     f"= {row['ratio']:.3f} x full core ({core['gflops']:.1f}); linear class {row['linear_ratio']:.3f}")
         result: dict[str, Any] = {}
         phases = [("models", {**job, "hop_sweep": None, "failover": None}),
                   ("hop_sweep", {**job, "models": [], "failover": None}),

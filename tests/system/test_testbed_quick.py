@@ -4,7 +4,8 @@ As root: the ci-quick cluster comes up (2 nodes: 0.2 and 0.4 of a core, 20 and 3
 in their own namespaces and cgroups), real `p2pinfer node start` processes start in it with
 configs written from their device classes, and
 - each node's advertised compute, measured by the node itself inside its cgroup, reflects its
-  quota (advertised / one full core of this host ~ the quota; the 0.4-core node ~2x the 0.2);
+  quota (advertised linear-class GFLOP/s / one full core of this host ~ the quota; the 0.4-core
+  node ~2x the 0.2);
 - `p2pinfer run mlp --bootstrap ... --json`, run in the requester's namespace, splits the model
   over both nodes (their memory is set so that neither holds it alone) and prints exactly the
   output of `--local`.
@@ -24,7 +25,9 @@ import pytest
 
 from benchmarks.testbed import FALLBACK, Testbed, TestbedUnavailable
 from benchmarks.testbed.preflight import check_environment
-from benchmarks.testbed_bench.swarm import TestbedSwarm
+from benchmarks.testbed_bench.efficiency import in_worker_thread
+from benchmarks.testbed_bench.swarm import TestbedSwarm, node_config
+from p2pinfer.config import load_node_config, resolve_resources
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.calibrate import benchmark
 from p2pinfer.models.local_run import run_local
@@ -34,6 +37,24 @@ pytestmark = [pytest.mark.system, pytest.mark.testbed]
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "benchmarks" / "testbed" / "profiles" / "ci-quick.toml"
+
+
+@pytest.mark.parametrize("profile", ["iot4", "iot8", "ci-quick"])
+def test_node_configs_carry_the_device_class_and_leave_compute_to_the_node(tmp_path: Path, profile: str) -> None:
+    """Every machine: the generated configs load through p2pinfer's own validator and advertise
+    exactly the class's memory/links/latency; compute is not configured (the node measures it)."""
+    tb = Testbed(ROOT / "benchmarks" / "testbed" / "profiles" / f"{profile}.toml")  # not brought up
+    for name in tb.nodes:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(node_config(tb, name))
+        config, device = load_node_config(path), tb.device(name)
+        assert config.resources.gflops is None and config.resources.compute_threads == 1
+        assert config.emulation.compute_slowdown == 1 and config.emulation.up_mbps is None  # the kernel shapes
+        adv = resolve_resources(config, measured_gflops=12.5, measured_by_class={"conv": 13.0})
+        assert (adv.up_mbps, adv.down_mbps, adv.latency_ms) == (device.up_mbps, device.down_mbps, device.latency_ms)
+        assert adv.gflops == 12.5 and config.emulation.latency_ms == (device.latency_ms or None)
+        if device.mem_mb is not None:
+            assert adv.mem_bytes == device.mem_mb * 1024 * 1024
 
 
 def _unavailable() -> TestbedUnavailable | None:
@@ -62,8 +83,11 @@ def test_quick_testbed_run_matches_local_and_compute_reflects_quota(tmp_path: Pa
     with Testbed(CI, log_dir=tmp_path / "logs") as tb:
         swarm = TestbedSwarm(tb, store.root, overrides={n: {"mem_bytes": mem} for n in tb.nodes}).start(timeout=150)
         records = {r["peer_id"]: r for r in swarm.advertised()}
-        full = benchmark(threads=1).gflops  # one full core, outside any cgroup, measured the same way
-        advertised = {name: records[node.peer_id]["gflops"] for name, node in swarm.nodes.items()}
+        # one full core, no cgroup, measured as a node does (worker thread). Compared on the linear
+        # class: one plain matmul, stable to a few %; the attention kernel's rate moved 3x between
+        # processes/threads here (docs/testbed.md), which moves the overall (harmonic mean) figure.
+        full = in_worker_thread(lambda: benchmark(threads=1)).by_class["linear"]
+        advertised = {name: records[node.peer_id]["gflops_by_class"]["linear"] for name, node in swarm.nodes.items()}
         for name, gflops in advertised.items():  # the quota, not the full core (which read ~1.0 before the fix);
             quota = tb.device(name).cpu  # the low side is loose: a busy host gives a group less than its quota
             assert 0.4 * quota <= gflops / full <= 1.5 * quota, (name, gflops, full, quota)
