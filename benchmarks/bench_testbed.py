@@ -1,7 +1,7 @@
 """Partitioning on the kernel-enforced testbed: planner vs baselines, cost-model error, per-hop
 overhead and failover, with real `p2pinfer node start` processes (docs/testbed.md).
 
-    python -m benchmarks.bench_testbed                 # full: iot4 + iot8, resnet50/vgg16/minilm (~12 min)
+    python -m benchmarks.bench_testbed                 # full: iot4 + iot8, resnet50/vgg16/minilm (~10 min)
     python -m benchmarks.bench_testbed --quick         # ci-quick cluster, minilm only (~2 min), no docs
     python -m benchmarks.bench_testbed --clusters iot8 --models resnet50 --frames 24
 

@@ -128,9 +128,10 @@ def plot_throughput(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(res, m) for res in results for m in res["models"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (res, model) in zip(axes[0], panels):
+    rows = [res for res in results if res["models"]]
+    cols = max((len(res["models"]) for res in rows), default=1)
+    fig, axes = plt.subplots(max(1, len(rows)), cols, figsize=(3.4 * cols, 3.4 * max(1, len(rows))), squeeze=False)
+    for ax, (res, model) in zip([ax for row in axes for ax in row], [(r, m) for r in rows for m in r["models"]]):
         meas = [(model["throughput"].get(k) or {}).get("measured", {}).get("throughput_rps", 0) for k in METHODS]
         pred = [(model["throughput"].get(k) or {}).get("predicted_throughput_rps", 0) for k in METHODS]
         ax.bar(range(len(METHODS)), meas, color=["#2a7", "#999", "#69c", "#c96", "#a6c"])
