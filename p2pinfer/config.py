@@ -323,6 +323,12 @@ def default_data_dir(name: str) -> Path:
     return Path(platformdirs.user_data_dir("p2pinfer")) / name
 
 
+def node_data_dir(config: NodeConfig) -> Path:
+    """Where a node keeps its identity, ledger, weights and calibration: the configured
+    `node.data_dir`, else a per-node-name directory under the user data dir."""
+    return Path(config.node.data_dir) if config.node.data_dir else default_data_dir(config.node.name)
+
+
 def resolve_resources(config: NodeConfig, *, measured_gflops: float,
                       measured_by_class: Mapping[str, float],
                       measured_link: tuple[float, float, float] | None = None) -> AdvertisedResources:

@@ -1,6 +1,8 @@
-"""`p2pinfer ledger [--json] [--data-dir DIR]`: show this node's reputation ledger.
+"""`p2pinfer ledger [--json] [--data-dir DIR | --config FILE]`: show a reputation ledger.
 
-Reads DIR/ledger.sqlite3 (DIR defaults to the per-user data directory). A node that never ran
+Reads DIR/ledger.sqlite3. With `--config FILE`, DIR is that node's data directory, resolved
+exactly as `p2pinfer node start --config FILE` does; with neither flag it is the per-user data
+directory, where `p2pinfer run` keeps the requester's ledger. A node that never ran
 has no ledger yet: that is shown as an empty ledger, not an error, but the output says so.
 """
 
@@ -23,8 +25,11 @@ def default_data_dir() -> Path:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ledger", help="show this node's reputation ledger")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="node data directory (default: the per-user p2pinfer data dir)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, default=None,
+                       help="data directory holding ledger.sqlite3 (default: the per-user p2pinfer data dir)")
+    where.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="show the ledger of the node started with this config (its data dir)")
     parser.set_defaults(handler=_handle)
 
 
@@ -41,7 +46,13 @@ def ledger_document(path: Path, now: float) -> dict:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    path = ledger_path(args.data_dir or default_data_dir())
+    if args.config is not None:
+        from p2pinfer.config import load_node_config, node_data_dir
+
+        data_dir = node_data_dir(load_node_config(args.config))
+    else:
+        data_dir = args.data_dir or default_data_dir()
+    path = ledger_path(data_dir)
     now = time.time()
     doc = ledger_document(path, now)
     if args.json:

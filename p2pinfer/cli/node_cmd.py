@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from p2pinfer.config import default_data_dir, load_node_config, with_overrides
+from p2pinfer.config import load_node_config, node_data_dir, with_overrides
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.ledger import Ledger, ledger_path
 from p2pinfer.node import IDENTITY_FILE, Node
@@ -49,7 +49,7 @@ def _start(args: argparse.Namespace) -> int:
     config = with_overrides(
         load_node_config(args.config), listen=args.listen, bootstrap=args.bootstrap, data_dir=args.data_dir
     )
-    data_dir = Path(config.node.data_dir or default_data_dir(config.node.name))
+    data_dir = node_data_dir(config)
     identity = Identity.load_or_create(data_dir / IDENTITY_FILE)
     _say(f"peer_id {identity.peer_id}")
     _say(f"data_dir {data_dir}")

@@ -49,3 +49,21 @@ def test_corrupt_ledger_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["ledger", "--json", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt" in err
+
+
+def test_config_flag_reads_the_ledger_of_that_node(tmp_path, capsys):
+    node_dir = tmp_path / "node-a"
+    _fill(node_dir)
+    config = tmp_path / "node-a.toml"
+    config.write_text(f'[node]\nname = "node-a"\ndata_dir = "{node_dir}"\n')
+    assert main(["ledger", "--json", "--config", str(config)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ledger"] == str(ledger_path(node_dir)) and {r["peer_id"] for r in doc["peers"]} == {"goodpeer", "flaky"}
+
+
+def test_config_and_data_dir_are_exclusive(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ledger", "--config", str(tmp_path / "a.toml"), "--data-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
