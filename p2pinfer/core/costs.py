@@ -118,6 +118,14 @@ class CostModel:
         return np.array([lay.flops for lay in self.profile.layers], dtype=float)
 
     @cached_property
+    def capacity_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """((L+2, 3) cumulative layers, FLOPs, parameter bytes with a last row of inf (index L+1:
+        "no span"), (3,) their totals): the weights of the capacity-counting proof, computed once."""
+        w = np.stack([np.ones(self.num_layers), self.layer_flops, np.diff(self.params).astype(float)], axis=1)
+        cum = np.concatenate([np.zeros((1, 3)), np.cumsum(w, axis=0), np.full((1, 3), np.inf)])
+        return cum, w.sum(axis=0)
+
+    @cached_property
     def _params_list(self) -> list[int]:
         return self.params.tolist()
 

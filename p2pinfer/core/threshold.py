@@ -20,6 +20,7 @@ Deciding T exactly is NP-hard in general (see core/bottleneck.py); these are the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -35,11 +36,16 @@ class Threshold:
 
     t: float
     lo: np.ndarray  # (L+1, P) smallest start of a span ending at b (memory and stage)
-    hi_end: np.ndarray  # (L+1, P) largest end of a span starting at a (memory and stage)
     start_ok: np.ndarray  # (L+1, P) bool: peer may receive at boundary a
     end_ok: np.ndarray  # (L+1, P) bool: peer may send at boundary b
     alive: np.ndarray  # (P,) bool: peer has at least one allowed span
     first: np.ndarray  # (L+1, P) earliest allowed start of a span ending at b (L+1: none)
+
+    @cached_property
+    def hi_end(self) -> np.ndarray:
+        """(L+1, P) largest end of a span starting at a (memory and stage); on demand: the
+        cheap proofs, probed many times while the bound is raised, never need it."""
+        return _hi_end(self.lo)
 
 
 def at(cm: CostModel, t: float) -> Threshold:
@@ -58,13 +64,12 @@ def at(cm: CostModel, t: float) -> Threshold:
         end_ok[L] = False
     end_ok[0] = False
     start_ok[L] = False
-    hi_end = _hi_end(lo)
     b = np.arange(L + 1)[:, None]
     nxt = np.minimum.accumulate(np.where(start_ok, b, L + 1)[::-1], axis=0)[::-1]  # next allowed start >= i
     first = np.take_along_axis(nxt, lo, axis=0)
     first = np.where(end_ok & (first < b), first, L + 1)
     alive = (first <= L).any(axis=0)
-    return Threshold(t, lo, hi_end, start_ok, end_ok, alive, first)
+    return Threshold(t, lo, start_ok, end_ok, alive, first)
 
 
 def _hi_end(lo: np.ndarray) -> np.ndarray:
@@ -127,12 +132,10 @@ def capacity_short(cm: CostModel, th: Threshold) -> bool:
     Each peer serves one span, so it covers at most its `span_capacity` of any additive per-layer
     weight; layers, FLOPs and parameter bytes are three such weights.
     """
-    L = cm.num_layers
-    for w in (np.ones(L), cm.layer_flops, np.diff(cm.params).astype(float)):
-        total = float(w.sum())
-        if total > 0 and float(span_capacity(th, w).sum()) < total * (1 - 1e-12):
-            return True
-    return False
+    cum, totals = cm.capacity_weights
+    Lp1 = th.lo.shape[0]
+    caps = np.maximum(cum[:Lp1, None, :] - cum[th.first], 0.0).max(axis=0)  # (P, 3) as span_capacity
+    return bool(np.any((totals > 0) & (caps.sum(axis=0) < totals * (1 - 1e-12))))
 
 
 def proven_infeasible(cm: CostModel, th: Threshold, relaxed: bool = True) -> bool:
@@ -168,10 +171,16 @@ class ChainSearch:
         self.reach = np.take_along_axis(last_good, np.clip(th.hi_end, 0, L), axis=0)
         self.cum = np.concatenate([[0.0], np.cumsum(cm.layer_flops)])
         self.cap = span_capacity(th, cm.layer_flops)
-        self.need = [(self.cum[-1] - self.cum, _suffix_capacity(th, self.reach, self.cum)),
-                     (float(L) - np.arange(L + 1), _suffix_capacity(th, self.reach, np.arange(L + 1.0)))]
+        # per boundary: what is left to cover (FLOPs, layers, less the slack) and, stacked, the
+        # most of each one span of every peer can still cover: one matrix-vector product a node
+        left = np.stack([self.cum[-1] - self.cum, float(L) - np.arange(L + 1)], axis=1) * (1 - 1e-12)
+        self.need_left: list[list[float]] = left.tolist()
+        self.need_cap = np.ascontiguousarray(np.stack(
+            [_suffix_capacity(th, self.reach, self.cum), _suffix_capacity(th, self.reach, np.arange(L + 1.0))], axis=1))
         self.failed: set[tuple[int, int]] = set()
         self.ends_cache: dict[tuple[int, int], list[int]] = {}
+        self.good_cols: dict[int, list[bool]] = {}
+        self._bits: list[float] = cm.bits.tolist()
         self.order_cache: dict[int, list[int]] = {}
         self.jitter: np.random.Generator | None = None
         self.nodes = 0
@@ -209,15 +218,18 @@ class ChainSearch:
         if self.nodes > self.budget:
             raise _Budget
         free = self.free
-        for left, cap in self.need:
-            if float(cap[a] @ free) < left[a] * (1 - 1e-12):
-                self.failed.add(key)
-                return None
-        for y in self._order(a):
+        flops_cap, layers_cap = (self.need_cap[a] @ free).tolist()
+        flops_left, layers_left = self.need_left[a]
+        if flops_cap < flops_left or layers_cap < layers_left:
+            self.failed.add(key)
+            return None
+        order = self.order_cache.get(a)
+        for y in (order if order is not None else self._order(a)):
             if not (mask >> y) & 1:
                 continue
             free[y] = 0.0
-            for b in self._ends(a, y):
+            ends = self.ends_cache.get((a, y))
+            for b in (ends if ends is not None else self._ends(a, y)):
                 rest = self._dfs(b, mask & ~(1 << y))
                 if rest is not None:
                     free[y] = 1.0
@@ -256,18 +268,29 @@ class ChainSearch:
         return got
 
     def _compute_ends(self, a: int, y: int) -> list[int]:
+        # plain Python: called thousands of times on short columns, where numpy's per-call
+        # overhead dominated the planner's small instances
         hi = int(self.reach[a, y])
-        ends = np.flatnonzero(self.good_end[a + 1:hi + 1, y])[::-1] + a + 1
-        bits = self.cm.bits[ends]
-        best = np.minimum.accumulate(bits)  # smallest bits among ends at least this far
-        keep = np.ones(len(ends), dtype=bool)
-        keep[1:] = bits[1:] < best[:-1]
-        out = [int(b) for b in ends[keep]]
+        col = self._good_col(y)
+        bits = self._bits
+        out: list[int] = []
+        best = float("inf")  # smallest bits among the ends kept or skipped so far (further ones)
+        for b in range(hi, a, -1):
+            if col[b]:
+                if bits[b] < best:
+                    out.append(b)
+                    best = bits[b]
         if self.guide is not None:
             pick = int(self.guide[1][a, y])
-            if a < pick <= hi and self.good_end[pick, y]:
+            if a < pick <= hi and col[pick]:
                 out = [pick] + [b for b in out if b != pick]
         return out
+
+    def _good_col(self, y: int) -> list[bool]:
+        got = self.good_cols.get(y)
+        if got is None:
+            got = self.good_cols[y] = self.good_end[:, y].tolist()
+        return got
 
 
 def _suffix_capacity(th: Threshold, reach: np.ndarray, cum: np.ndarray) -> np.ndarray:
