@@ -17,6 +17,7 @@ import sys
 from typing import Sequence
 
 from p2pinfer.errors import P2PInferError
+from p2pinfer.logs import set_libp2p_level
 
 # subcommand -> (module in this package, one-line help shown by `p2pinfer --help`)
 _COMMANDS = {
@@ -55,8 +56,10 @@ def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbosity < 2:
-        # py-libp2p logs routine stream closes at warning level; keep them out of the user's way.
-        logging.getLogger("libp2p").setLevel(logging.ERROR)
+        # py-libp2p logs routine stream closes as warnings and every failed dial as an error; our
+        # code handles those and reports what matters as its own one-line errors, so below -vv
+        # only libp2p's critical messages reach the user.
+        set_libp2p_level(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

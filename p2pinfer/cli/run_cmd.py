@@ -67,8 +67,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    if getattr(args, "verbose", 0) == 0:
-        logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # failed dials are our errors to report
     with unwrapped():
         return _run(args)
 
