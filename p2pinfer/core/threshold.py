@@ -27,6 +27,8 @@ import numpy as np
 from .costs import CostModel, Span
 
 CAP_SLACK = 1e-9  # relative slack on T (float round-off of cumulative sums)
+_DENSE = 60_000  # `at` compares all (peer, start, end) triples up to this many
+_SWEEP = 4_000  # can_finish sweeps in plain Python up to this many (boundary, peer) pairs
 _JITTER = 0.3  # a restart's random perturbation of the move scores, relative to their spread
 
 
@@ -54,7 +56,10 @@ def at(cm: CostModel, t: float) -> Threshold:
     lo = cm.mem_starts
     if np.isfinite(tt):
         st = cm.stage
-        cap = np.stack([np.searchsorted(st[y], st[y] - tt, side="left") for y in range(cm.num_peers)])
+        if cm.num_peers * (L + 1) ** 2 <= _DENSE:  # small: count instead of P searchsorted calls
+            cap = (st[:, None, :] < (st - tt)[:, :, None]).sum(axis=2)  # same as searchsorted 'left'
+        else:
+            cap = np.stack([np.searchsorted(st[y], st[y] - tt, side="left") for y in range(cm.num_peers)])
         lo = np.maximum(lo, cap.T)
     start_ok = cm.bits[:, None] * cm.inv_down[None, :] <= tt
     end_ok = cm.bits[:, None] * cm.inv_up[None, :] <= tt
@@ -106,7 +111,9 @@ def relaxed_reach(th: Threshold) -> np.ndarray:
 
 def can_finish(th: Threshold) -> np.ndarray:
     """(L+1,) bool: boundaries from which the end L is reachable within T if peers may repeat."""
-    Lp1 = th.lo.shape[0]
+    Lp1, P = th.lo.shape
+    if Lp1 * P <= _SWEEP:
+        return _can_finish_sweep(th)
     fin = np.zeros(Lp1, dtype=bool)
     fin[-1] = True
     hi = np.clip(th.hi_end, 0, Lp1 - 1)
@@ -117,6 +124,28 @@ def can_finish(th: Threshold) -> np.ndarray:
         if np.array_equal(new, fin):
             return fin
         fin = new
+
+
+def _can_finish_sweep(th: Threshold) -> np.ndarray:
+    """`can_finish` in one backward sweep of plain Python (small instances, where the numpy
+    fixpoint's rounds cost more than the loop): fin[a] when some peer may start at a and its
+    nearest finishing end after a is within its reach."""
+    Lp1, P = th.lo.shape
+    start_ok, end_ok, hi_end = th.start_ok.tolist(), th.end_ok.tolist(), th.hi_end.tolist()
+    fin = [False] * Lp1
+    fin[-1] = True
+    nxt = [Lp1] * P  # per peer: the nearest end b > a it may finish at (Lp1: none)
+    for y, ok in enumerate(end_ok[-1]):
+        if ok:
+            nxt[y] = Lp1 - 1
+    for a in range(Lp1 - 2, -1, -1):
+        hi_a = hi_end[a]
+        if any(s and n <= h for s, n, h in zip(start_ok[a], nxt, hi_a)):
+            fin[a] = True
+            for y, ok in enumerate(end_ok[a]):
+                if ok:
+                    nxt[y] = a
+    return np.array(fin, dtype=bool)
 
 
 def span_capacity(th: Threshold, weight: np.ndarray) -> np.ndarray:
