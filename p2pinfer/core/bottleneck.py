@@ -137,7 +137,7 @@ class _Search:
         With `lp_guided` set, the flow LP at t is solved first: it may prove t infeasible, else
         its solution orders the chain search."""
         th = at(self.work, t)
-        if proven_infeasible(self.work, th, self.relaxed_known):
+        if proven_infeasible(self.work, th, not self.relaxed_known):
             self.lb = max(self.lb, t)
             return False
         guide = None
@@ -147,9 +147,16 @@ class _Search:
                 self.lb = max(self.lb, t)
                 return False
             guide = got[1] if got is not None else None
-        spans, proven = ChainSearch(self.work, th, guide).run(nodes, _LP_RESTARTS if self.lp_guided else 1)
+        work, keep = self.work, self.keep
+        alive = np.flatnonzero(th.alive)
+        if guide is None and len(alive) * 4 < 3 * work.num_peers:
+            # peers with no span within t take no part in the search: dropping them first gives
+            # the same search (same order among the rest) over smaller arrays
+            work, keep = restrict(work, alive.tolist()), [keep[int(y)] for y in alive]
+            th = at(work, t)
+        spans, proven = ChainSearch(work, th, guide).run(nodes, _LP_RESTARTS if self.lp_guided else 1)
         if spans is not None:
-            self.offer(tuple((self.keep[y], a, b) for y, a, b in spans))
+            self.offer(tuple((keep[y], a, b) for y, a, b in spans))
             return True
         if proven:
             self.lb = max(self.lb, t)
@@ -184,7 +191,7 @@ class _Search:
                 return
             t = math.sqrt(lo * up)
             th = at(self.work, t)
-            if proven_infeasible(self.work, th, self.relaxed_known):
+            if proven_infeasible(self.work, th, not self.relaxed_known):
                 lo = self.lb = max(self.lb, t)
                 continue
             got = solve_flow(self.work, th)
@@ -221,12 +228,12 @@ class _Search:
         t = lo * _TOL
         if t >= hi:
             return
-        if not proven_infeasible(self.cm, at(self.cm, t), self.relaxed_known):
+        if not proven_infeasible(self.cm, at(self.cm, t), not self.relaxed_known):
             return
         lo = self.lb = max(self.lb, t)
         while hi > lo * _TOL:
             mid = math.sqrt(lo * hi)
-            if proven_infeasible(self.cm, at(self.cm, mid), self.relaxed_known):
+            if proven_infeasible(self.cm, at(self.cm, mid), not self.relaxed_known):
                 lo = self.lb = max(self.lb, mid)
             else:
                 hi = mid
