@@ -136,12 +136,13 @@ def report(recoveries: list[float], gaps: list[float], rps: dict[float, float], 
         f"| added latency (ms) | {pct(added, 0.5) * 1000:.0f} | {pct(added, 0.95) * 1000:.0f} |",
         f"| normal gap between results (ms) | {pct(gaps, 0.5) * 1000:.1f} | {pct(gaps, 0.95) * 1000:.1f} |", "",
         f"**Throughput cost of spot checks** (steady state, `probation_hops = 0`; mlp over 5 nodes, "
-        f"{stream} inputs after a 20-input warm-up). A checked hop runs in its own one-hop circuit (reused "
-        "for the attempt) and is re-run by the requester itself.", "",
+        f"{stream} inputs after a 20-input warm-up). Every input runs through the one circuit; a checked "
+        "hop is audited after its result arrived (its retained input/output fetched and checked against "
+        "its commitments, the span re-run by the requester itself).", "",
         "| spot-check fraction | throughput (inputs/s) | cost vs 0% |", "|---|---|---|", rows, "",
-        "mlp's spans are tiny, so per-frame overheads dominate and a checked input (serial segments, a local "
-        "re-run) costs several unchecked ones: the relative cost is an upper bound for models whose hops "
-        "compute for longer.",
+        "mlp's spans are tiny, so per-frame overheads dominate and a checked input (two audit fetches, a "
+        "local re-run) costs several unchecked ones: the relative cost is an upper bound for models whose "
+        "hops compute for longer.",
     ])
 
 

@@ -20,13 +20,17 @@ output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9
    circuit fed the input of its span (computed locally: the requester holds the weights) with
    that hop's own deadline. A dead hop fails its probe (FAILURE), a staller misses it
    (TIMEOUT), a wrong output is a verification failure; hops that pass are not blamed.
-5. Spot checks. Hop i of input x is checked iff `hooks.should_check` (probation: always). An
-   input with checked hops runs as segments: each checked hop alone in a one-hop circuit whose
-   real input is the previous segment's real output, so the requester sees exactly what the
-   hop received and returned, re-runs the span locally (trusted) and settles
-   (core/verification.py). A proven-wrong hop is excluded at once, the attempt is abandoned,
-   and every result of this run that passed through that hop unchecked is discarded and
-   recomputed without it: no output of a detected peer reaches the caller.
+5. Spot checks are audits after the fact. Every input runs on the attempt's one circuit. Hop
+   i of input x is audited iff `hooks.should_check` (probation: always); the hop cannot know:
+   the choice is made by the requester's secret and acted on only after the result arrived.
+   The audit fetches hop i's input (hop i-1's retained output, or the requester's input) and
+   output (hop i's retained output, or the result), each checked against its commitment
+   (core/audit.py), re-runs the span locally (trusted) and settles (core/verification.py).
+   The result is accepted only when its audits pass. A proven-wrong hop (wrong output, or
+   retained bytes that contradict its commitment) is excluded at once, the attempt is
+   abandoned, and every result of this run that passed through that hop unaudited is
+   discarded and recomputed without it: no output of a detected peer reaches the caller.
+   A hop that cannot show its evidence is blamed a FAILURE and left out of the next plan.
 6. Commitments. Every result of the main circuit is accepted only after its hops'
    commitments (core/commitments.py) were awaited (bounded by `commit_timeout_s`) and checked:
    a broken chain blames as `_check_chain` says; a missing commitment is counted and logged.
@@ -45,15 +49,16 @@ import torch
 import trio
 from libp2p.peer.id import ID
 
+from p2pinfer.core.audit import INPUT, RESULT, evidence_needed, evidence_matches
 from p2pinfer.core.circuit import HopSpec, Result
-from p2pinfer.core.codec import Activation
+from p2pinfer.core.codec import Activation, activation_from_cbor, decode_strict
 from p2pinfer.core.plan import Plan
 from p2pinfer.core.reputation import EventKind
 from p2pinfer.core.snapshot import SwarmSnapshot
 from p2pinfer.core.verification import Execution, Verdict, settle
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import (CircuitError, HopFailedError, HopRefusedError, NetworkError, NoRouteError, PlanError,
-                             VerificationError)
+                             VerificationError, WireError)
 from p2pinfer.models import profiling
 from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.manifest import Manifest
@@ -110,7 +115,9 @@ class ResilientRun:
         self.local = SpanExecutor(requester.store)
         self._local_lock = trio.CapacityLimiter(1)
         self.setup_ms = 0.0
-        self.segments: dict[tuple, _Segment] = {}
+        self.audits = 0  # hops audited in this run
+        self.audit_failure: Exception | None = None  # the running attempt's first failed audit
+        self.convicted: set[str] = set()  # peers recorded as proven wrong in this run
         self.plan: Plan | None = None  # the running attempt's
         self.plan_of: dict[int, Plan | None] = {}  # which attempt's plan computed each result
         self.missing_commits = 0  # commitments that did not arrive within commit_timeout_s
@@ -130,6 +137,8 @@ class ResilientRun:
                     await self._attempt(plan, addrs, attempts)
             except RETRYABLE as exc:
                 last = exc
+                for peer in self.convicted:  # no result through a proven-wrong peer survives
+                    self._recall(peer)
                 blamed = await self._blame(plan, addrs, exc)
                 excluded |= blamed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
@@ -160,7 +169,7 @@ class ResilientRun:
         return sum(self.hooks.deadline_s(h.compute_s + h.transfer_in_s) for h in hops) + transfer_out_s
 
     async def _attempt(self, plan: Plan, addrs: Mapping[str, tuple[str, ...]], number: int) -> None:
-        """Every input without a result through one circuit for `plan` (checked ones as segments)."""
+        """Every input without a result through one circuit for `plan` (some audited, rule 5)."""
         specs = hop_specs(plan, self.manifest, addrs)
         self.plan = plan
         deadline = self._deadline_s(plan.hops, plan.transfer_out_s)
@@ -169,35 +178,28 @@ class ResilientRun:
         self.setup_ms = (time.perf_counter() - started) * 1000
         todo = [i for i in range(len(self.batch)) if i not in self.results]
         work = _Work(len(specs))
-        self.segments = {}
         failed = True
         try:
             await self._pump(circuit, plan, specs, todo, deadline, work, number)
             failed = False
         finally:
             with trio.CancelScope(shield=True):
-                for c, w, seg_specs in [(circuit, work, specs)] + [(g.circuit, g.work, g.specs)
-                                                                   for g in self.segments.values() if g.circuit]:
-                    await (c.abort() if failed else c.aclose())
-                    with trio.move_on_after(10):
-                        await self._receipts(c.circuit_id, seg_specs, w)
-                self.segments = {}
+                await (circuit.abort() if failed else circuit.aclose())
+                with trio.move_on_after(10):
+                    await self._receipts(circuit.circuit_id, specs, work)
 
     async def _pump(self, circuit: Any, plan: Plan, specs: list[HopSpec], todo: list[int], deadline: float,
                     work: "_Work", number: int) -> None:
         window = trio.Semaphore(self.rq.config.max_in_flight)
-        outstanding: dict[int, tuple[int, float]] = {}  # seq -> (input index, sent at)
+        outstanding: dict[int, tuple[int, float, tuple[int, ...]]] = {}  # seq -> (input, sent at, audited hops)
         state = {"sent_all": False, "wake": trio.Event()}
 
-        async def sender(nursery: trio.Nursery) -> None:
+        async def sender() -> None:
             for idx in todo:
                 await window.acquire()
                 key = self.nonce + number.to_bytes(2, "big") + idx.to_bytes(4, "big")
-                checked = [i for i, h in enumerate(specs) if self.hooks.should_check(key, i, h.peer_id)]
-                if checked:
-                    nursery.start_soon(self._segmented, idx, plan, specs, set(checked), window, key)
-                    continue
-                outstanding[circuit.machine.next_seq] = (idx, time.perf_counter())
+                checked = tuple(i for i, h in enumerate(specs) if self.hooks.should_check(key, i, h.peer_id))
+                outstanding[circuit.machine.next_seq] = (idx, time.perf_counter(), checked)
                 await circuit.send(self.batch[idx])
                 state["wake"].set()
             state["sent_all"] = True
@@ -205,14 +207,19 @@ class ResilientRun:
 
         async with trio.open_nursery() as watching:
             watching.start_soon(self._watch, specs)
-            async with trio.open_nursery() as nursery:  # the sender, checked inputs, results
-                nursery.start_soon(sender, nursery)
-                await self._collect(circuit, specs, outstanding, state, window, deadline, work)
+            self.audit_failure = None
+            async with trio.open_nursery() as nursery:  # the sender, audits, results
+                nursery.start_soon(sender)
+                await self._collect(circuit, specs, outstanding, state, window, deadline, work, nursery)
+            if self.audit_failure is not None:
+                raise self.audit_failure
             watching.cancel_scope.cancel()
 
-    async def _collect(self, circuit: Any, specs: list[HopSpec], outstanding: dict[int, tuple[int, float]],
-                       state: dict[str, Any], window: trio.Semaphore, deadline: float, work: "_Work") -> None:
-        """Receive until every input sent on the main circuit has its result (deadline per result)."""
+    async def _collect(self, circuit: Any, specs: list[HopSpec], outstanding: dict[int, tuple[int, float, tuple[int, ...]]],
+                       state: dict[str, Any], window: trio.Semaphore, deadline: float, work: "_Work",
+                       nursery: trio.Nursery) -> None:
+        """Receive until every input sent has its result (deadline per result); audited results
+        are accepted by their audit task."""
         while True:
             if not outstanding:
                 if state["sent_all"]:
@@ -223,9 +230,13 @@ class ResilientRun:
             r = await circuit.receive(timeout=deadline)
             if r.seq not in outstanding:
                 continue
-            idx, sent = outstanding.pop(r.seq)
+            idx, sent, checked = outstanding.pop(r.seq)
             await self._check_chain(circuit, r, specs, idx)
-            await self._accept(idx, r, sent, specs, work, checked=False)
+            if checked:
+                nursery.start_soon(self._audited, circuit, r, idx, sent, specs, checked, work, window, nursery)
+                continue
+            circuit.machine.forget_seq(r.seq)
+            await self._accept(idx, r, sent, specs, work)
             window.release()
 
     async def _check_chain(self, circuit: Any, r: Result, specs: Sequence[HopSpec], idx: int) -> None:
@@ -233,7 +244,6 @@ class ResilientRun:
         either end has one possible liar (excluded as a verification failure); inside, one of
         two neighbours lied (both get a failure, the attempt is abandoned and probed)."""
         check = await circuit.chain(r, timeout=self.hooks.options.commit_timeout_s)
-        circuit.machine.forget_seq(r.seq)
         if check.missing:
             self.missing_commits += len(check.missing)
             log.info("input %d: no commitment from hop(s) %s", idx, [specs[i].peer_id for i in check.missing])
@@ -241,12 +251,19 @@ class ResilientRun:
             peers = sorted(specs[i].peer_id for i in suspects)
             detail = f"commitment chain of {self.manifest.name} input {idx} broken next to {', '.join(peers)}"
             if len(peers) == 1:
-                await trio.to_thread.run_sync(self.hooks.verification_failed, peers[0], detail)
-                self._recall(peers[0])
+                await self._convict(peers[0], detail)
                 raise VerificationError(peers[0], detail)
             for peer in peers:
                 await trio.to_thread.run_sync(self.hooks.hop_failed, peer, EventKind.FAILURE, detail)
             raise CircuitError(detail)
+
+    async def _convict(self, peer_id: str, detail: str) -> int:
+        """Record a verification failure once per run (concurrent audits may both catch it) and
+        recall every result through the peer; returns how many were recalled."""
+        if peer_id not in self.convicted:
+            self.convicted.add(peer_id)
+            await trio.to_thread.run_sync(self.hooks.verification_failed, peer_id, detail)
+        return self._recall(peer_id)
 
     def _recall(self, peer_id: str) -> int:
         """Discard every result that passed through `peer_id` unchecked (it is recomputed)."""
@@ -268,9 +285,10 @@ class ResilientRun:
             if lost:
                 raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-circuit")
 
-    async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: "_Work", *,
-                      checked: bool) -> None:
-        """A (segment's) result: record its hops as completed; a full result is kept by index."""
+    async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: "_Work",
+                      audited: Sequence[int] = ()) -> None:
+        """A result: record its hops as completed and keep it by index; `via` names the hops it
+        passed through unaudited (recalled if one of them is caught later)."""
         wall = time.perf_counter() - sent
         done = []
         for j, spec in enumerate(specs):
@@ -278,53 +296,61 @@ class ResilientRun:
             done.append(self._hop_record(spec, measured))
             work.add(j, self._span_flops(spec), measured)
         await trio.to_thread.run_sync(self.hooks.hops_ok, done)
-        if not checked:
-            self.results[idx] = (r.act, wall * 1000, tuple(r.trace))
-            self.plan_of[idx] = self.plan
-            self.via[idx] = frozenset(s.peer_id for s in specs)
-            if self.on_result is not None:
-                self.on_result(len(self.results))
+        via = frozenset(s.peer_id for j, s in enumerate(specs) if j not in audited)
+        if via & self.convicted:  # caught by a concurrent audit while we were recording
+            return
+        self.results[idx] = (r.act, wall * 1000, tuple(r.trace))
+        self.plan_of[idx] = self.plan
+        self.via[idx] = via
+        if self.on_result is not None:
+            self.on_result(len(self.results))
 
-    # ---- segments: spot-checked inputs ----
+    # ---- audits: spot checks after the fact (rule 5) ----
 
-    async def _segmented(self, idx: int, plan: Plan, specs: list[HopSpec], checked: set[int],
-                         window: trio.Semaphore, key: bytes) -> None:
+    async def _audited(self, circuit: Any, r: Result, idx: int, sent: float, specs: list[HopSpec],
+                       checked: tuple[int, ...], work: "_Work", window: trio.Semaphore, nursery: trio.Nursery) -> None:
+        """Audit the chosen hops of this result, then accept it. The first failed audit ends the
+        attempt (kept in `self.audit_failure`; concurrent audits are cancelled, not re-blamed)."""
         try:
-            t0 = time.perf_counter()
-            act = self.batch[idx]
-            trace: list[int] = []
-            clean: set[str] = set()
-            for lo, hi in _segments(len(specs), checked):
-                seg = specs[lo:hi]
-                sent = time.perf_counter()
-                group = await self._segment(seg)
-                async with group.lock:
-                    sent = time.perf_counter()
-                    r = await group.circuit.infer(act, timeout=self._deadline_s(plan.hops[lo:hi], plan.transfer_out_s))
-                if lo in checked:
-                    await self._verify(seg[0], act, r.act, idx, key)
-                await self._accept(idx, r, sent, seg, group.work, checked=True)
-                clean |= {s.peer_id for s in seg} if lo not in checked else set()
-                trace += list(r.trace)
-                act = r.act
-            self.results[idx] = (act, (time.perf_counter() - t0) * 1000, tuple(trace))
-            self.plan_of[idx] = plan
-            self.via[idx] = frozenset(clean)
-            if self.on_result is not None:
-                self.on_result(len(self.results))
+            key = self.nonce + idx.to_bytes(4, "big")
+            for k in checked:
+                given = await self._evidence(circuit, r, idx, specs, k, as_input=True)
+                got = await self._evidence(circuit, r, idx, specs, k, as_input=False)
+                await self._verify(specs[k], given, got, idx, key)
+            self.audits += len(checked)
+            circuit.machine.forget_seq(r.seq)
+            await self._accept(idx, r, sent, specs, work, audited=checked)
+        except RETRYABLE as exc:
+            if self.audit_failure is None:
+                self.audit_failure = exc
+            nursery.cancel_scope.cancel()
         finally:
             window.release()
 
-    async def _segment(self, specs: list[HopSpec]) -> "_Segment":
-        """The attempt's circuit over exactly `specs` (opened once, reused by later checks)."""
-        key = tuple((s.peer_id, s.start, s.stop) for s in specs)
-        group = self.segments.get(key)
-        if group is None:
-            group = self.segments[key] = _Segment(specs)
-        async with group.lock:
-            if group.circuit is None:
-                group.circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=specs)
-        return group
+    async def _evidence(self, circuit: Any, r: Result, idx: int, specs: list[HopSpec], k: int, *,
+                        as_input: bool) -> Activation:
+        """Hop k's verified input (as_input) or output for this result (core/audit.py rule 4)."""
+        src = evidence_needed(k, len(specs))[0 if as_input else 1]
+        if src == INPUT:
+            return self.batch[idx]
+        if src == RESULT:
+            return r.act
+        peer = specs[src].peer_id
+        try:
+            data = await circuit.retained(src, r.seq, timeout=self.hooks.options.audit_timeout_s)
+        except (NetworkError, WireError) as exc:
+            raise HopFailedError((peer,), "failure", f"hop {peer} failed an audit of input {idx}: {exc}") from None
+        if data is None:
+            raise HopFailedError((peer,), "failure", f"hop {peer} no longer holds its output for input {idx}")
+        commit = circuit.machine.committed(src, r.seq)
+        try:
+            if commit is None or not evidence_matches(data, commit):
+                raise WireError("retained output does not match its commitment")
+            return activation_from_cbor(decode_strict(data, max_size=self.rq.client.config.max_frame))
+        except WireError as exc:
+            detail = f"hop {peer} showed an audit of {self.manifest.name} input {idx} a different output: {exc}"
+            await self._convict(peer, detail)
+            raise VerificationError(peer, detail) from None
 
     async def _one_circuit(self, specs: Sequence[HopSpec], act: Activation, deadline: float) -> tuple[Result, bytes]:
         circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=list(specs))
@@ -346,8 +372,7 @@ class ResilientRun:
         assert isinstance(decision, Verdict)  # a trusted execution always settles
         if spec.peer_id in decision.penalised:
             detail = f"layers [{spec.start},{spec.stop}) of {self.manifest.name}, input {idx}"
-            await trio.to_thread.run_sync(self.hooks.verification_failed, spec.peer_id, detail)
-            recalled = self._recall(spec.peer_id)
+            recalled = await self._convict(spec.peer_id, detail)
             raise VerificationError(spec.peer_id, f"hop {spec.peer_id} returned a wrong output for {detail} "
                                     f"(excluded; {recalled} earlier result(s) through it recomputed)")
 
@@ -399,14 +424,6 @@ class ResilientRun:
             log.exception("issuing receipts for circuit %s failed", circuit_id.hex()[:8])
 
 
-class _Segment:
-    """A circuit over part of a plan, for spot-checked inputs; one input at a time."""
-
-    def __init__(self, specs: list[HopSpec]) -> None:
-        self.specs, self.lock, self.work = specs, trio.Lock(), _Work(len(specs))
-        self.circuit: Any = None
-
-
 class _Work:
     """Per hop of one circuit: completed inputs, flops and measured seconds (for its receipt)."""
 
@@ -418,17 +435,3 @@ class _Work:
             self.count[i] += 1
             self.flops[i] += flops
             self.seconds[i] += seconds
-
-
-def _segments(n: int, checked: set[int]) -> list[tuple[int, int]]:
-    """[lo, hi) runs of hops: every checked hop alone, unchecked neighbours together."""
-    out, lo = [], 0
-    for i in range(n):
-        if i in checked:
-            if lo < i:
-                out.append((lo, i))
-            out.append((i, i + 1))
-            lo = i + 1
-    if lo < n:
-        out.append((lo, n))
-    return out

@@ -63,12 +63,13 @@ class FaultOptions:
     receipt_timeout_s: float = 2.0
     send_receipts: bool = True
     commit_timeout_s: float = 2.0  # how long a result waits for its hops' commitments
+    audit_timeout_s: float = 10.0  # one audit fetch of a retained output
 
     def __post_init__(self) -> None:
         if not (self.deadline_slack >= 1 and self.deadline_grace_s >= 0):
             raise ConfigError("fault handling: deadline_slack must be >= 1 and deadline_grace_s >= 0")
-        if not (self.probe_setup_s > 0 and self.receipt_timeout_s > 0 and self.commit_timeout_s > 0):
-            raise ConfigError("fault handling: probe_setup_s, receipt_timeout_s and commit_timeout_s must be > 0")
+        if not (self.probe_setup_s > 0 and self.receipt_timeout_s > 0 and self.commit_timeout_s > 0 and self.audit_timeout_s > 0):
+            raise ConfigError("fault handling: probe_setup_s, receipt_timeout_s, commit_timeout_s and audit_timeout_s must be > 0")
 
     @classmethod
     def with_spot_check(cls, fraction: float, **kw: Any) -> "FaultOptions":

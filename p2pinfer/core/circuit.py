@@ -27,6 +27,9 @@ States: SETUP -> READY -> CLOSED, or FAILED from SETUP/READY. Rules:
    counted in `rejected`). A Result carries the digest of its activation; `chain(seq, digest)`
    checks the seq's chain and `forget_seq` frees its records (at most `max_pending` seqs are
    kept; the oldest go first).
+10. Audits (core/audit.py): `audit_request(link, seq)` builds the MAC'd request for the hop
+   reading `link`; `open_audit` authenticates its reply and returns the retained bytes (None
+   when the hop no longer holds them); `committed(link, seq)` is the commitment to check them by.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-from p2pinfer.core import wire
+from p2pinfer.core import audit, wire
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.commitments import ChainCheck, activation_digest, check_chain, commit_authentic, report_key
 from p2pinfer.crypto.identity import Identity
@@ -204,6 +207,18 @@ class CircuitMachine:
 
     def chain(self, seq: int, result_digest: bytes) -> ChainCheck:
         return check_chain(self.input_hashes.get(seq, b""), self.commits.get(seq, {}), result_digest, len(self.hops))
+
+    def committed(self, link: int, seq: int) -> wire.HopCommit | None:
+        return self.commits.get(seq, {}).get(link)
+
+    def audit_request(self, link: int, seq: int) -> wire.AuditRequest:
+        if not 0 <= link < len(self.hops):
+            raise CircuitError(f"no hop reads link {link} of this circuit")
+        return audit.make_request(self._report_keys[link], self.circuit_id, link, seq)
+
+    def open_audit(self, req: wire.AuditRequest, data: bytes, *, max_size: int = wire.MAX_ACTIVATION_FRAME) -> bytes | None:
+        reply = wire.decode(data, expect=[wire.AuditReply], max_size=max_size)
+        return audit.open_reply(self._report_keys[req.link], req, reply)
 
     def forget_seq(self, seq: int) -> None:
         self.input_hashes.pop(seq, None)

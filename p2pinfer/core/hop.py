@@ -26,6 +26,9 @@ Rules (the network adapter in net/hop_protocol.py only moves bytes and runs comp
    written, MAC'd with the report key); the adapter sends the commit before the output and calls
    `retain`, which keeps the output's canonical bytes (bounded per circuit) until the circuit
    is forgotten or expires.
+7. Audits (core/audit.py): `on_audit` answers an AuditRequest for a live circuit, our input
+   link, with a valid requester MAC, with our retained output sealed under the report key
+   (held=False when evicted); anything else -> `Drop`, counted as `audit_refused`.
 
 `compute_done` reads but never mutates state, so the adapter may call it in a worker thread.
 """
@@ -35,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from p2pinfer.core import wire
+from p2pinfer.core import audit, wire
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.commitments import activation_bytes, activation_digest, digest, make_commit, report_key
 from p2pinfer.core.retention import RetentionBuffer
@@ -63,6 +66,8 @@ class HopCounters:
     compute_failed: int = 0
     expired_circuits: int = 0
     closed_circuits: int = 0
+    audits_answered: int = 0
+    audit_refused: int = 0
 
     @property
     def dropped(self) -> int:
@@ -226,6 +231,22 @@ class HopMachine:
         send = self._seal(c.circuit_id, c.seq, wire.FramePayload(act=output, trace=c.trace + (compute_us,)))
         report = Send(c.circuit_id, a.requester, a.next_hop.addrs if a.next_hop.final else (), wire.encode(commit), True)
         return Computed(send, report, out_bytes)
+
+    def on_audit(self, data: bytes, *, now_ms: int) -> Union[bytes, Drop]:
+        """Rule 7: the encoded AuditReply, or Drop."""
+        try:
+            req = wire.decode(data, expect=[wire.AuditRequest])
+        except WireError as exc:
+            return self._drop("audit_refused", f"audit request: {exc}")
+        circuit = self._circuits.get(req.circuit_id)
+        if circuit is None or circuit.assignment.deadline_ms <= now_ms or req.link != circuit.assignment.in_link:
+            return self._drop("audit_refused", f"audit for unknown circuit/link {req.circuit_id.hex()[:8]}/{req.link}")
+        a = circuit.assignment
+        key = report_key(a.in_key, a.out_key)
+        if not audit.request_authentic(key, req):
+            return self._drop("audit_refused", "audit request with a bad mac")
+        self.counters.audits_answered += 1
+        return wire.encode(audit.seal_reply(key, req, self.retention.get(req.circuit_id, req.seq)))
 
     def retain(self, circuit_id: bytes, seq: int, out_bytes: bytes) -> None:
         if circuit_id in self._circuits:

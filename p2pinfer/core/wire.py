@@ -342,6 +342,36 @@ class HopCommit:
     mac: bytes = _f(_bytes(DIGEST_BYTES))
 
 
+@dataclass(frozen=True)
+class AuditRequest:
+    """Requester -> hop on /p2pinfer/audit/1.0.0: "send me your retained output for `seq`".
+    `mac` = core.audit.request_mac(report key, ...): only the circuit's requester can ask."""
+
+    TYPE: ClassVar[str] = "audit-req"
+    circuit_id: bytes = _f(_bytes(CIRCUIT_ID_BYTES))
+    link: int = _f(_uint(MAX_HOPS))
+    seq: int = _f(_uint())
+    mac: bytes = _f(_bytes(DIGEST_BYTES))
+
+
+@dataclass(frozen=True)
+class AuditReply:
+    """Hop -> requester: the retained output's canonical bytes sealed under the hop's report key
+    (`held` False and an empty box when it holds none for that seq)."""
+
+    TYPE: ClassVar[str] = "audit-reply"
+    circuit_id: bytes = _f(_bytes(CIRCUIT_ID_BYTES))
+    link: int = _f(_uint(MAX_HOPS))
+    seq: int = _f(_uint())
+    held: bool = _f(_bool)
+    nonce: bytes = _f(_bytes(NONCE_BYTES))
+    box: bytes = _f(_bytes())
+
+    def __post_init__(self) -> None:
+        if not self.held and self.box:
+            raise ValueError("an audit reply that holds nothing carries an empty box")
+
+
 Message = Any  # any of the registered dataclasses above
 DECODERS: dict[str, type] = {}
 
@@ -353,7 +383,7 @@ def _register(*classes: type) -> None:
 
 _register(Assignment, SignedAssignment, AssignRequest, AssignmentAccepted, AssignmentRefused,
           ActivationFrame, ResultFrame, ErrorFrame, FramePayload, CloseNotice, WeightRequest, WeightBlob, WeightMissing,
-          ReceiptDelivery, ReceiptAck, HopCommit)
+          ReceiptDelivery, ReceiptAck, HopCommit, AuditRequest, AuditReply)
 
 
 def encode(msg: Message) -> bytes:

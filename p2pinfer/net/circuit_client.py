@@ -32,7 +32,7 @@ from p2pinfer.models.executor import span_hashes
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
-from p2pinfer.net.hop_protocol import CIRCUIT_PROTOCOL, HOP_PROTOCOL, RESULT_PROTOCOL
+from p2pinfer.net.hop_protocol import AUDIT_PROTOCOL, CIRCUIT_PROTOCOL, HOP_PROTOCOL, RESULT_PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Circuit:
         self._stream: INetStream | None = None
         self.closed = trio.Event()  # set when our CloseNotice came back through every hop
         self._commit_arrived = trio.Event()
+        self._audit: dict[int, tuple[trio.Lock, list[INetStream]]] = {}  # link -> its audit stream
 
     @property
     def circuit_id(self) -> bytes:
@@ -109,6 +110,47 @@ class Circuit:
                 await self._commit_arrived.wait()
         return self.machine.chain(result.seq, result.digest)
 
+    async def retained(self, link: int, seq: int, *, timeout: float) -> bytes | None:
+        """Audit: the retained output of the hop reading `link` for `seq` (authenticated, not
+        yet checked against its commitment); None if it no longer holds it. NetworkError /
+        WireError when the hop does not answer properly within `timeout`. One audit stream per
+        hop, reused (opened again once if it broke)."""
+        req = self.machine.audit_request(link, seq)
+        lock, holder = self._audit.setdefault(link, (trio.Lock(), []))
+        try:
+            with trio.fail_after(timeout):
+                await lock.acquire()
+        except trio.TooSlowError:
+            raise NetworkError(f"hop {self.machine.hops[link].peer_id}: audit stream busy for {timeout}s") from None
+        try:
+            data = await self._audit_exchange(link, wire.encode(req), holder, min(timeout, self.client.config.io_timeout_s))
+        finally:
+            lock.release()
+        return self.machine.open_audit(req, data, max_size=self.client.config.max_frame)
+
+    async def _audit_exchange(self, link: int, request: bytes, holder: list[INetStream], io: float) -> bytes:
+        """One request/reply, shielded from cancellation (bounded by `io` per step instead): a
+        frame cut in half by a cancelled attempt would break the whole muxed connection."""
+        hop = self.machine.hops[link]
+        with trio.CancelScope(shield=True):
+            for attempt in (1, 2):
+                if not holder:
+                    holder.append(await open_stream(self.client.host, hop.peer_id, AUDIT_PROTOCOL, timeout=io, addrs=hop.addrs))
+                try:
+                    await write_frame(holder[0], request, max_size=wire.MAX_CONTROL_FRAME, timeout=io)
+                    return await read_frame(holder[0], max_size=self.client.config.max_frame, timeout=io)
+                except (NetworkError, WireError):  # a reset stream reads as WireError: reopen once
+                    await close_stream(holder.pop())
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def _close_audits(self) -> None:
+        for _lock, holder in self._audit.values():
+            if holder:
+                await close_stream(holder.pop())
+        self._audit.clear()
+
     def _on_commit(self, sender: str, msg: wire.HopCommit) -> None:
         self.machine.on_commit(sender, msg)
         self._commit_arrived.set()
@@ -135,6 +177,7 @@ class Circuit:
             log.info("circuit %s: close notice not delivered: %s", self.circuit_id.hex()[:8], exc)
         finally:
             self.client._circuits.pop(self.circuit_id, None)
+            await self._close_audits()
             if self._stream is not None:
                 await close_stream(self._stream)
                 self._stream = None
@@ -157,6 +200,7 @@ class Circuit:
             log.info("circuit %s: abort notice not delivered: %s", self.circuit_id.hex()[:8], exc)
         finally:
             self.client._circuits.pop(self.circuit_id, None)
+            await self._close_audits()
             if self._stream is not None:
                 await close_stream(self._stream)
                 self._stream = None

@@ -5,6 +5,8 @@ Protocols (each frame is varint-length-prefixed; the length is checked before th
 - "/p2pinfer/hop/1.0.0": a stream of ActivationFrames in (from the previous hop or the requester).
 - "/p2pinfer/result/1.0.0": served by the requester (net/circuit_client.py); the last hop writes
   ResultFrames there, and any hop writes ErrorFrames there.
+- "/p2pinfer/audit/1.0.0": AuditRequests in (from the requester), one AuditReply out for each:
+  a retained output, sealed to the requester (core/audit.py).
 - "/p2pinfer/receipt/1.0.0": receipts for completed hops (net/receipts_protocol.py), served by
   HopNodeService when the node has a ledger.
 
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 CIRCUIT_PROTOCOL = TProtocol("/p2pinfer/circuit/1.0.0")
 HOP_PROTOCOL = TProtocol("/p2pinfer/hop/1.0.0")
 RESULT_PROTOCOL = TProtocol("/p2pinfer/result/1.0.0")
+AUDIT_PROTOCOL = TProtocol("/p2pinfer/audit/1.0.0")
 
 ExecutorFn = Callable[[Manifest, int, int, Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 PrepareFn = Callable[[Manifest, int, int], None]
@@ -143,6 +146,7 @@ class HopService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.host.set_stream_handler(CIRCUIT_PROTOCOL, self._on_circuit_stream)
         self.host.set_stream_handler(HOP_PROTOCOL, self._on_hop_stream)
+        self.host.set_stream_handler(AUDIT_PROTOCOL, self._on_audit_stream)
         try:
             task_status.started()
             while True:
@@ -152,6 +156,7 @@ class HopService:
         finally:
             self.host.remove_stream_handler(CIRCUIT_PROTOCOL)
             self.host.remove_stream_handler(HOP_PROTOCOL)
+            self.host.remove_stream_handler(AUDIT_PROTOCOL)
             with trio.CancelScope(shield=True):
                 for cid in list(self._out):
                     await self._forget(cid)
@@ -225,6 +230,25 @@ class HopService:
         if self.config.mem_bytes is not None and need > self.config.mem_bytes:
             return "out-of-memory", f"span needs {need} weight bytes, this hop offers {self.config.mem_bytes}"
         return None
+
+    async def _on_audit_stream(self, stream: INetStream) -> None:
+        """Audit requests, each answered in turn (core/hop.py rule 7); the requester keeps one
+        stream per circuit and hop. Bounded reads and writes; a refused request ends the stream."""
+        sender = remote_peer(stream)
+        try:
+            while True:
+                data = await next_frame(stream, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.idle_timeout_s)
+                if data is None:
+                    return
+                reply = self.machine.on_audit(data, now_ms=self._now_ms())
+                if isinstance(reply, hopm.Drop):
+                    log.warning("audit request from %s refused: %s", sender, reply.detail)
+                    return
+                await write_frame(stream, reply, max_size=self.config.max_frame, timeout=self.config.io_timeout_s)
+        except P2PInferError as exc:
+            log.info("audit stream from %s ended: %s", sender, exc)
+        finally:
+            await close_stream(stream)
 
     # ---- data ----
     async def _on_hop_stream(self, stream: INetStream) -> None:

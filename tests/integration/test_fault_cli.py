@@ -43,13 +43,14 @@ def test_run_swarm_dir_with_a_crasher_and_a_corrupter(tmp_path: Path, capsys: py
     assert main(["ledger", "--json", "--data-dir", str(store.root)]) == 0
     ledger = json.loads(capsys.readouterr().out)
     rows = ledger["peers"] if isinstance(ledger, dict) else ledger
-    by_speed = {r["advertised_gflops"]: r for r in rows}
-    corrupter, crasher = by_speed[400.0], by_speed[300.0]
-    assert corrupter["verification_failures"] == 1 and corrupter["excluded"]
-    assert crasher["hops_ok"] <= 3  # then it died: blamed if it was planned again, else never discovered again
+    # audits catch the corrupter on its first audited hop, possibly before the requester recorded
+    # any completed hop of it (then its row has no advertised speed): find it by its verdict
+    caught = [r for r in rows if r["verification_failures"]]
+    assert len(caught) == 1 and caught[0]["verification_failures"] == 1 and caught[0]["excluded"]
+    honest = [r for r in rows if r["advertised_gflops"] is not None and r["advertised_gflops"] < 100]
     final = {h["peer"] for h in doc["plan"]["hops"]}
-    assert not final & {corrupter["peer_id"], crasher["peer_id"]} and doc["attempts"] >= 2
-    honest = [r for r in rows if r["advertised_gflops"] < 100]
+    assert final <= {r["peer_id"] for r in honest} and doc["attempts"] >= 2  # neither adversary in the last plan
+    assert all(r["hops_ok"] <= 3 for r in rows if r["advertised_gflops"] == 300.0)  # the crasher died after 3
     assert honest and not any(r["excluded"] or r["verification_failures"] for r in honest)
 
 

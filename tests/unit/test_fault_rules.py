@@ -1,29 +1,15 @@
-"""Pure parts of the requester's fault handling: how a spot-checked input is cut into segments,
-how activations are compared, and the options' validation."""
+"""Pure parts of the requester's fault handling: how activations are compared, and the options'
+validation. (Audits: tests/unit/core/test_audit.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from p2pinfer.core.verification import VerificationPolicy, outputs_agree
 from p2pinfer.errors import ConfigError
-from p2pinfer.failover import _segments, flat
+from p2pinfer.failover import flat
 from p2pinfer.fault import FaultOptions
-
-
-@given(st.integers(1, 8).flatmap(lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1)))))
-def test_segments_cover_the_chain_and_isolate_every_checked_hop(case: tuple[int, set[int]]) -> None:
-    n, checked = case
-    segs = _segments(n, checked)
-    assert segs[0][0] == 0 and segs[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(segs, segs[1:])) and all(lo < hi for lo, hi in segs)
-    for i in checked:
-        assert (i, i + 1) in segs
-    for lo, hi in segs:
-        assert hi - lo == 1 or not checked & set(range(lo, hi))
 
 
 def test_flat_activations_agree_only_with_the_same_names_and_shapes() -> None:
@@ -44,3 +30,6 @@ def test_fault_options_reject_bad_values() -> None:
             FaultOptions.with_spot_check(bad)
     with pytest.raises(ConfigError, match="deadline_slack"):
         FaultOptions(deadline_slack=0.5)
+    for knob in ("commit_timeout_s", "audit_timeout_s"):
+        with pytest.raises(ConfigError, match=knob):
+            FaultOptions(**{knob: 0.0})

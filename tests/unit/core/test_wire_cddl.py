@@ -49,6 +49,10 @@ def _produced() -> list[tuple[str, bytes]]:
         out.append(("payload", wire.encode(wire.FramePayload(act=comp.act, trace=comp.trace))))
         done = m.finish(comp, comp.act, 7)
         out.append(("commit", done.commit.data))
+        m.retain(comp.circuit_id, comp.seq, done.out_bytes)
+        link = m.assignment(comp.circuit_id).in_link
+        req = c.audit_request(link, comp.seq)
+        out += [("audit-req", wire.encode(req)), ("audit-reply", m.on_audit(wire.encode(req), now_ms=NOW))]
         data = done.send.data
     out.append(("result", data))
     data = c.close_frame()
