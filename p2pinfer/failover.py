@@ -11,8 +11,8 @@ output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9
    the circuit deadline: the sum over hops of `hop_deadline_s(compute_s + transfer_in_s)`
    (predicted with the measured speed) plus the transfer out. Setup has its own deadline.
 3. No input is lost. Results are kept by input index; when a circuit fails, every input without
-   a result (in flight or not yet sent) is sent again on the next circuit, from the input (the
-   hops keep no activations: see docs/reputation.md §9 "what is missing"). A late duplicate
+   a result (in flight or not yet sent) is sent again on the next circuit, from the input (hops
+   retain their outputs, but resuming from them is not implemented: docs/reputation.md §9). A late duplicate
    cannot arrive: a failed circuit is forgotten, so its frames are dropped.
 4. Blame. A refusal names its hop (REFUSED); a setup failure or setup timeout names its hops
    (FAILURE / TIMEOUT). A mid-stream failure (error frame, missed deadline) names no one we can
