@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import UplinkShaper
 from p2pinfer.errgroups import unwrapped
+from p2pinfer.service import ServiceContext
 from p2pinfer.errors import CircuitError, ConfigError, InputError, NetworkError, PlanError
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.executor import check_inputs
@@ -80,10 +81,11 @@ class RequesterConfig:
     circuit: ClientConfig = ClientConfig()
     max_in_flight: int = 8
     max_attempts: int = 3
+    drain_timeout_s: float = 5.0  # on exit, how long background work (receipts) may still run
 
     def __post_init__(self) -> None:
-        if not (self.discovery_timeout_s > 0 and self.snapshot_max_age_s >= 0):
-            raise ConfigError("requester: discovery_timeout_s must be > 0 and snapshot_max_age_s >= 0")
+        if not (self.discovery_timeout_s > 0 and self.snapshot_max_age_s >= 0 and self.drain_timeout_s >= 0):
+            raise ConfigError("requester: discovery_timeout_s must be > 0, snapshot_max_age_s and drain_timeout_s >= 0")
         if self.max_in_flight < 1 or self.max_attempts < 1:
             raise ConfigError("requester: max_in_flight and max_attempts must be >= 1")
         for addr in self.listen or ():
@@ -93,7 +95,7 @@ class RequesterConfig:
 # ---- the requester --------------------------------------------------------------------------
 
 
-class Requester:
+class Requester(ServiceContext):
     """Runs inference on a swarm reachable from `bootstrap`. Use as `async with`, or start
     `run` in a nursery. `store` holds the models we run (and serve to the hops)."""
 
@@ -111,8 +113,10 @@ class Requester:
         self.client = CircuitClient(self.host, self.identity, config=config.circuit, send_delay=shaper)
         self._records: tuple[float, list[CapabilityRecord]] | None = None
         self.swarm: Any = None  # the embedded LocalSwarm when `connect` started one
-        self.background: trio.Nursery | None = None
-        self._stack: AsyncExitStack | None = None
+        self._background: trio.Nursery | None = None
+        self._pending = 0  # background tasks not finished yet
+        self._idle = trio.Event()
+        self._idle.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, serve results and weights; `task_status.started(self)` once ready."""
@@ -121,9 +125,35 @@ class Requester:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.client.run)
                 await nursery.start(WeightService(self.host, self.store).run)
-                self.background = nursery  # fire-and-forget work with its own deadlines (receipts)
+                self._background = nursery
                 task_status.started(self)
                 await trio.sleep_forever()
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run `fn(*args)` in the background (work with its own deadlines, e.g. delivering
+        receipts) so that no request waits for it; a normal `async with` exit lets it finish
+        within RequesterConfig.drain_timeout_s before the requester stops."""
+        if self._background is None:
+            raise CircuitError("the requester is not running")
+        if self._pending == 0:
+            self._idle = trio.Event()
+        self._pending += 1
+        self._background.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def _before_stop(self) -> None:
+        """Let background work (receipts in flight) finish, bounded, before stopping."""
+        with trio.move_on_after(self.config.drain_timeout_s):
+            await self._idle.wait()
+        if self._pending:
+            log.info("stopping with %d background task(s) unfinished after %.1fs", self._pending, self.config.drain_timeout_s)
 
     def listen_addrs(self) -> tuple[str, ...]:
         """Where hops reach us (results, weights): as configured, else loopback when every
@@ -132,24 +162,6 @@ class Requester:
             return self.config.listen
         local = all(a.startswith(("/ip4/127.", "/ip6/::1/")) for a in self.bootstrap)
         return ("/ip4/127.0.0.1/tcp/0",) if local else ("/ip4/0.0.0.0/tcp/0",)
-
-    async def __aenter__(self) -> "Requester":
-        stack = AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        try:
-            await nursery.start(self.run)
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            await stack.aclose()
-            raise
-        stack.callback(nursery.cancel_scope.cancel)
-        self._stack = stack
-        return self
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        assert self._stack is not None
-        with unwrapped():  # the body's own error, not an ExceptionGroup around it
-            return await self._stack.__aexit__(*exc)
 
     # ---- the data path ----
 

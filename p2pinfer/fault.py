@@ -43,6 +43,7 @@ from p2pinfer.core.verification import VerificationPolicy, should_check
 from p2pinfer.errors import ConfigError, P2PInferError
 from p2pinfer.hooks import RequesterHooks
 from p2pinfer.ledger import Ledger, ledger_path
+from p2pinfer.net.receipts_protocol import send_receipt
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +146,11 @@ class LedgerHooks(RequesterHooks):
     # ---- receipts ----
 
     async def issue_receipts(self, *, circuit_id: bytes, model_id: str,
-                             work: list[tuple[str, tuple[str, ...], int, int, int, float]]) -> int:
+                             work: list[tuple[str, tuple[str, ...], int, int, int, float]]) -> None:
         """Sign, store and send one receipt per hop: (peer, addrs, start, stop, flops, seconds).
-        Sent in the requester's background nursery when it runs (returns 0 then); otherwise
-        awaited, returning how many were delivered (0 while the receipts protocol is absent)."""
+        Delivered in the requester's background (it lets them finish when it stops)."""
         if self.requester is None or not work:
-            return 0
+            return
         identity = self.requester.identity
         blobs = []
         now = self.clock()
@@ -162,19 +162,11 @@ class LedgerHooks(RequesterHooks):
                 s.blob, self_peer_id=identity.peer_id, now=now))
             blobs.append((peer_id, addrs, signed.blob))
         if not self.options.send_receipts:
-            return 0
-        background = getattr(self.requester, "background", None)
-        if background is not None:  # never make the request wait for a receipt's delivery
-            background.start_soon(self.send_receipts, blobs)
-            return 0
-        return await self.send_receipts(blobs)
+            return
+        self.requester.spawn(self.send_receipts, blobs)  # never make a request wait for its receipts
 
     async def send_receipts(self, blobs: list[tuple[str, tuple[str, ...], bytes]]) -> int:
         """Deliver signed receipts concurrently, each bounded; returns how many arrived."""
-        try:
-            from p2pinfer.net.receipts_protocol import send_receipt  # optional until the node side lands
-        except ImportError:
-            return 0
         delivered = 0
 
         async def one(peer_id: str, addrs: tuple[str, ...], blob: bytes) -> None:

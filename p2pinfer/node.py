@@ -23,9 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Callable, Protocol, Sequence
 
 import trio
@@ -37,6 +35,7 @@ from multiaddr import Multiaddr
 
 from p2pinfer.core.records import CapabilityRecord
 from p2pinfer.crypto.identity import Identity
+from p2pinfer.service import ServiceContext
 from p2pinfer.errors import P2PInferError
 from p2pinfer.net import dht as dhtlib
 from p2pinfer.net.advertise import Advertiser, Capability
@@ -59,7 +58,7 @@ class NodeService(Protocol):
     async def run(self, node: "Node", *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
-class Node:
+class Node(ServiceContext):
     """A swarm member. Use as `async with Node(...) as node:` or `await nursery.start(node.run)`."""
 
     def __init__(
@@ -100,7 +99,6 @@ class Node:
         self._republish_now = trio.Event()
         self.dht_published = trio.Event()  # set after the first DHT publish attempt completes
         self._started = False
-        self._stack: AsyncExitStack | None = None
         self._scope = trio.CancelScope()
 
     # ---- what other parts read ----------------------------------------------------------------
@@ -156,25 +154,6 @@ class Node:
         return self.advertiser
 
     # ---- lifecycle ------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Node:
-        stack = AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        try:
-            await nursery.start(self.run)
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            await stack.aclose()
-            raise
-        stack.callback(nursery.cancel_scope.cancel)
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        assert self._stack is not None
-        return await self._stack.__aexit__(exc_type, exc, tb)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; `task_status.started(self)` once listening, published and bootstrapped."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -42,6 +42,7 @@ from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, loca
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import send_delay_for, slowed
 from p2pinfer.errgroups import unwrapped
+from p2pinfer.service import ServiceContext
 from p2pinfer.errors import NetworkError
 from p2pinfer.ledger import Ledger, ledger_path
 from p2pinfer.models.executor import SpanExecutor
@@ -110,7 +111,7 @@ def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStor
 
 
 @dataclass
-class LocalSwarm:
+class LocalSwarm(ServiceContext):
     """In-process swarm of `configs`. Use `async with LocalSwarm(...) as swarm` or
     `await nursery.start(swarm.run)`; `swarm.bootstrap_addrs` is what a requester dials."""
 
@@ -231,19 +232,3 @@ class LocalSwarm:
         raise NetworkError(f"local swarm: the bootstrap node did not learn every member within "
                            f"{self.options.start_timeout_s:g}s")
 
-    async def __aenter__(self) -> "LocalSwarm":
-        stack = AsyncExitStack()
-        nursery = await stack.enter_async_context(trio.open_nursery())
-        try:
-            await nursery.start(self.run)
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            await stack.aclose()
-            raise
-        stack.callback(nursery.cancel_scope.cancel)
-        self._stack = stack
-        return self
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        with unwrapped():  # the body's own error, not an ExceptionGroup around it
-            return await self._stack.__aexit__(*exc)

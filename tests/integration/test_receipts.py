@@ -19,6 +19,7 @@ from p2pinfer.client import Requester
 from p2pinfer.core.receipts import Receipt, sign_receipt
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import NetworkError, WireError
+from p2pinfer.fault import LedgerHooks
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.store import ModelStore
 from p2pinfer.net.circuit_io import close_stream, open_stream
@@ -82,6 +83,27 @@ async def test_receipts_credit_the_hops_ledgers_after_a_run(tmp_path: Path, stor
         doc = json.loads(capsys.readouterr().out)
         (row,) = [p for p in doc["peers"] if p["peer_id"] == me]
         assert row["credit_gflop"] == pytest.approx(-3.0)
+
+
+async def test_a_requester_delivers_its_receipts_before_it_stops(tmp_path: Path, store: ModelStore) -> None:
+    """Receipts go out in the background; a normal exit lets them arrive (a one-shot CLI run
+    would otherwise stop before its hops were credited)."""
+    mems = memories_for_hops(profiling.profile(zoo.get_manifest("mlp", store=store), store))
+    configs = [node_config(f"n{i}", mem_bytes=m) for i, m in enumerate(mems)]
+    async with LocalSwarm(configs, store=store, options=FULL_SPEED, data_dir=tmp_path / "nodes") as swarm:
+        hooks = LedgerHooks.open(tmp_path / "requester")
+        try:
+            async with Requester(swarm.bootstrap_addrs, store=store, config=TEST_REQUESTER, hooks=hooks) as requester:
+                result = await requester.infer("mlp", X)
+                me = requester.identity.peer_id
+            by_id = {m.peer_id: m for m in swarm.members}
+            for hop in result.hops:  # the requester has stopped; each hop already holds its receipt
+                member = by_id[hop.peer_id]
+                assert member.hop.receipts.counters.accepted >= 1
+                view = member.ledger.peer(me, now=1.7e9)
+                assert view is not None and view.earned_gflop > 0
+        finally:
+            hooks.close()
 
 
 async def test_bad_receipts_are_rejected_and_counted(tmp_path: Path, store: ModelStore) -> None:
