@@ -30,6 +30,7 @@ from p2pinfer.net.circuit_client import CircuitClient, ClientConfig
 from p2pinfer.net.hop_protocol import HopConfig, HopService
 
 from tests.integration.circuit_swarm import FAST, _host
+from tests.conftest import async_wait_until
 
 CONTRIBUTED_GFLOP = 100
 
@@ -122,8 +123,9 @@ async def test_waiting_frames_are_served_by_credit_and_free_riders_still_served(
                 assert b.hop.gate.counters.immediate == 1
                 for _req, value, circuit in waiting:  # free rider's frames arrive first
                     nursery.start_soon(infer, circuit, value)
-                    while b.hop.gate.waiting < len([w for w in waiting if w[1] <= value]):
-                        await trio.sleep(0.01)
+                    queued = len([w for w in waiting if w[1] <= value])
+                    await async_wait_until(lambda: b.hop.gate.waiting >= queued, timeout=20, interval=0.01,
+                                           what=f"{queued} frame(s) queued at the busy hop")
                 recorder.release.set()
         assert recorder.order == [0.0, 2.0, 2.5, 1.0, 1.5]  # contributor first, then the free rider (FIFO)
         assert sorted(results) == [0.0, 1.0, 1.5, 2.0, 2.5]  # everyone was served
