@@ -69,16 +69,28 @@ class Circuit:
 
     async def send(self, act: Activation) -> int:
         """Seal and write one input to the first hop; returns its seq."""
-        first = self.machine.hops[0]
-        timeout = self.client.config.io_timeout_s
         async with self._lock:
             seq, data = self.machine.input_frame(act)
             if self.client.send_delay is not None:
                 await trio.sleep(self.client.send_delay(len(data)))
-            if self._stream is None:
-                self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL, timeout=timeout, addrs=first.addrs)
-            await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=timeout)
+            await self._write_first_hop(data)
         return seq
+
+    async def _write_first_hop(self, data: bytes) -> None:
+        """Write one frame to the first hop, opening the stream on first use (caller holds _lock)."""
+        timeout = self.client.config.io_timeout_s
+        if self._stream is None:
+            first = self.machine.hops[0]
+            self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL, timeout=timeout, addrs=first.addrs)
+        await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=timeout)
+
+    async def _release(self) -> None:
+        """Forget the circuit, end its audits and close our stream to the first hop."""
+        self.client._circuits.pop(self.circuit_id, None)
+        await self._close_audits()
+        if self._stream is not None:
+            await close_stream(self._stream)
+            self._stream = None
 
     async def receive(self, *, timeout: float | None = None) -> Result:
         """The next result (in arrival order); raises the circuit's error if it failed."""
@@ -166,21 +178,13 @@ class Circuit:
             async with self._lock:
                 data = self.machine.close_frame()
                 if data is not None:
-                    if self._stream is None:
-                        first = self.machine.hops[0]
-                        self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL,
-                                                         timeout=self.client.config.io_timeout_s, addrs=first.addrs)
-                    await write_frame(self._stream, data, max_size=self.client.config.max_frame, timeout=self.client.config.io_timeout_s)
+                    await self._write_first_hop(data)
                     with trio.move_on_after(self.client.config.close_timeout_s):
                         await self.closed.wait()
         except NetworkError as exc:
             log.info("circuit %s: close notice not delivered: %s", self.circuit_id.hex()[:8], exc)
         finally:
-            self.client._circuits.pop(self.circuit_id, None)
-            await self._close_audits()
-            if self._stream is not None:
-                await close_stream(self._stream)
-                self._stream = None
+            await self._release()
 
     async def abort(self) -> None:
         """After a failure: send a CloseNotice best-effort (hops upstream of a dead one free the
@@ -190,20 +194,11 @@ class Circuit:
                 async with self._lock:
                     data = self.machine.abort_frame()
                     if data is not None:
-                        if self._stream is None:
-                            first = self.machine.hops[0]
-                            self._stream = await open_stream(self.client.host, first.peer_id, HOP_PROTOCOL,
-                                                             timeout=self.client.config.io_timeout_s, addrs=first.addrs)
-                        await write_frame(self._stream, data, max_size=self.client.config.max_frame,
-                                          timeout=self.client.config.io_timeout_s)
+                        await self._write_first_hop(data)
         except NetworkError as exc:
             log.info("circuit %s: abort notice not delivered: %s", self.circuit_id.hex()[:8], exc)
         finally:
-            self.client._circuits.pop(self.circuit_id, None)
-            await self._close_audits()
-            if self._stream is not None:
-                await close_stream(self._stream)
-                self._stream = None
+            await self._release()
 
     async def __aenter__(self) -> "Circuit":
         return self
