@@ -36,6 +36,7 @@ from p2pinfer.config import DEFAULT_LINK
 from p2pinfer.core import planner
 from p2pinfer.core.plan import OBJECTIVES, Plan, PlannerOptions
 from p2pinfer.core.records import CapabilityRecord, to_peer_spec
+from p2pinfer.core.replicas import ReplicaOptions
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.emulation import UplinkShaper
@@ -81,6 +82,8 @@ class RequesterConfig:
     circuit: ClientConfig = ClientConfig()
     max_in_flight: int = 8
     max_attempts: int = 3
+    # throughput streams over several disjoint chains (core/replicas.py); max_chains=1: one chain
+    replicas: ReplicaOptions = ReplicaOptions(max_chains=1)
     drain_timeout_s: float = 5.0  # on exit, how long background work (receipts) may still run
 
     def __post_init__(self) -> None:
@@ -202,12 +205,21 @@ class Requester(ServiceContext):
     async def infer_stream(self, model: str, inputs: Sequence[Input], *, objective: str = "throughput",
                            on_result: Callable[[int], None] | None = None) -> StreamResult:
         """Many inputs pipelined through one circuit (at most `max_in_flight` unanswered);
-        `on_result(done_count)` after each result (progress bars)."""
+        `on_result(done_count)` after each result (progress bars). With objective "throughput"
+        and `config.replicas.max_chains` != 1, over several disjoint chains at once when the
+        replicated planner finds more than one (a `ReplicatedStreamResult`; p2pinfer/replicated_stream.py)."""
         check_objective(objective)
         manifest = self.manifest(model)
         batch = [self.load_input(manifest, x) for x in inputs]
         if not batch:
             raise InputError("no inputs to stream")
+        if objective == "throughput" and self.config.replicas.max_chains != 1:  # several chains at once
+            from p2pinfer.replicated_stream import stream_replicated
+
+            with unwrapped():
+                replicated = await stream_replicated(self, manifest, batch, on_result)
+            if replicated is not None:
+                return replicated
         if self.hooks.resilient:
             out = await self._resilient(manifest, batch, objective, on_result)
             result = StreamResult(manifest.name, manifest.model_id, tuple(dict(o) for o in out.outputs), out.latency_ms,

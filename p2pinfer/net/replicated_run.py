@@ -1,0 +1,268 @@
+"""Stream inputs over several disjoint chains at once (a core.replicas.ReplicatedPlan).
+
+One circuit per chain, opened concurrently. Dispatch is pull-based: a chain takes the next input
+from one shared queue whenever it has fewer than its window in flight, so a fast chain takes more
+inputs than a slow one whatever the predictions said. Outputs come back in input order.
+
+A chain that fails (refused or unreachable at setup; mid-stream an error frame, a lost stream or
+no result within the result timeout) is aborted, and its inputs in flight go back to the front of
+the queue for the surviving chains: the run completes as long as one chain survives, and raises
+CircuitError naming every chain's failure when none does. Every await has a deadline (setup and
+io timeouts of ClientConfig, `timeout_s` per result while inputs are in flight).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import trio
+from libp2p.peer.id import ID
+
+from p2pinfer.core.circuit import Result
+from p2pinfer.core.codec import Activation
+from p2pinfer.core.plan import Plan
+from p2pinfer.core.replicas import ReplicatedPlan
+from p2pinfer.errgroups import unwrapped
+from p2pinfer.errors import CircuitError, NetworkError, P2PInferError
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.net.circuit_client import Circuit, CircuitClient, HopTiming, hop_specs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainStats:
+    """One chain of a replicated run: its hops (predicted vs measured compute), how many inputs
+    it computed, and why it stopped early (None: it served to the end)."""
+
+    index: int
+    hops: tuple[HopTiming, ...]
+    predicted_rps: float
+    inputs: int
+    setup_ms: float
+    error: str | None
+    redispatched: int  # its inputs in flight re-sent to other chains after it failed
+
+
+@dataclass(frozen=True)
+class ReplicatedRun:
+    outputs: tuple[Activation, ...]  # in input order
+    latency_ms: tuple[float, ...]  # per input: sent (on the chain that answered) -> result
+    chain_of: tuple[int, ...]  # per input: the chain that computed it
+    chains: tuple[ChainStats, ...]
+    setup_ms: float  # every circuit opened (concurrently)
+    wall_s: float  # setup + all inputs + teardown
+    done_at_s: tuple[float, ...]  # arrival of each result (arrival order), seconds after streaming began
+    last_dispatch_s: float  # when the queue ran dry (after it, chains go idle one by one)
+    requester_cpu_s: float  # this process's CPU time while streaming (encode, seal, send, receive)
+
+
+class _Queue:
+    """Inputs not yet dispatched (re-dispatched ones first) and the results so far."""
+
+    def __init__(self, count: int) -> None:
+        self.todo = collections.deque(range(count))
+        self.count = count
+        self.results: dict[int, tuple[Result, float, int]] = {}  # index -> (result, latency s, chain)
+        self.done_at: list[float] = []
+        self.changed = trio.Event()
+        self.listeners: list[Callable[[], None]] = []  # chains waiting for news
+        self.failed = False
+        self.t0 = time.perf_counter()
+        self.last_dispatch = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) == self.count or self.failed
+
+    def poke(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+        for listener in self.listeners:
+            listener()
+
+    async def take(self) -> int | None:
+        """The next input index for a chain with room; None when nothing is left to send."""
+        while not self.todo:
+            if self.complete:
+                return None
+            await self.changed.wait()
+        idx = self.todo.popleft()
+        if not self.todo:
+            self.last_dispatch = time.perf_counter() - self.t0
+        return idx
+
+    def give_back(self, indices: Sequence[int]) -> None:
+        self.todo.extendleft(sorted((i for i in indices if i not in self.results), reverse=True))
+        self.poke()
+
+    def deliver(self, idx: int, result: Result, latency_s: float, chain: int) -> bool:
+        if idx in self.results:
+            return False
+        self.results[idx] = (result, latency_s, chain)
+        self.done_at.append(time.perf_counter() - self.t0)
+        self.poke()
+        return True
+
+
+@dataclass
+class _Chain:
+    index: int
+    plan: Plan
+    window: int
+    circuit: Circuit | None = None
+    setup_ms: float = 0.0
+    error: str | None = None
+    served: int = 0
+    redispatched: int = 0
+    inflight: dict[int, tuple[int, float]] = field(default_factory=dict)  # seq -> (input index, sent at)
+    traces: list[tuple[int, ...]] = field(default_factory=list)
+    wake: trio.Event = field(default_factory=trio.Event)  # a send happened, or the queue changed
+
+    def poke(self) -> None:
+        self.wake.set()
+
+
+async def _open(client: CircuitClient, chain: _Chain, manifest: Manifest, peer_addrs: Mapping[str, Sequence[str]]) -> None:
+    started = time.perf_counter()
+    try:
+        chain.circuit = await client.open_circuit(model_id=manifest.model_id,
+                                                  hops=hop_specs(chain.plan, manifest, peer_addrs))
+    except P2PInferError as exc:  # this chain is out; the others go on
+        chain.error = f"setup: {exc}"
+        log.info("chain %d (%s) failed to set up: %s", chain.index, _names(chain.plan), exc)
+    chain.setup_ms = (time.perf_counter() - started) * 1000
+
+
+def _names(plan: Plan) -> str:
+    return " -> ".join(f"{h.peer_id[-6:]}[{h.start}:{h.stop})" for h in plan.hops)
+
+
+async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], timeout_s: float | None,
+                 on_result: Callable[[int, int], None] | None) -> None:
+    """Feed one chain from the queue until the stream is complete; on failure hand its inputs
+    in flight back to the queue and abort its circuit."""
+    circuit = chain.circuit
+    assert circuit is not None
+    slots = trio.Semaphore(chain.window)
+
+    async def sender() -> None:
+        while True:
+            await slots.acquire()
+            idx = await queue.take()
+            if idx is None:
+                return
+            chain.inflight[circuit.machine.next_seq] = (idx, time.perf_counter())
+            await circuit.send(inputs[idx])
+            chain.poke()
+
+    async def receiver() -> None:
+        while not queue.complete:
+            if not chain.inflight:  # nothing to wait for: until a send, or the stream's end
+                await chain.wake.wait()
+                chain.wake = trio.Event()
+                continue
+            r = await circuit.receive(timeout=timeout_s)
+            entry = chain.inflight.pop(r.seq, None)
+            if entry is None:
+                continue
+            slots.release()
+            circuit.machine.forget_seq(r.seq)
+            chain.traces.append(tuple(r.trace))
+            if queue.deliver(entry[0], r, time.perf_counter() - entry[1], chain.index):
+                chain.served += 1
+                if on_result is not None:
+                    on_result(len(queue.results), chain.index)
+
+    queue.listeners.append(chain.poke)
+    try:
+        with unwrapped():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                nursery.start_soon(_watch, circuit, chain)
+                await receiver()
+                nursery.cancel_scope.cancel()
+    except P2PInferError as exc:  # task boundary of one chain: the others go on
+        chain.error = str(exc)
+        chain.redispatched = len(chain.inflight)
+        log.info("chain %d (%s) failed mid-stream: %s; re-dispatching %d input(s)", chain.index, _names(chain.plan),
+                 exc, len(chain.inflight))
+        queue.give_back([idx for idx, _t in chain.inflight.values()])
+        chain.inflight.clear()
+        with trio.CancelScope(shield=True):
+            await circuit.abort()
+        return
+    finally:
+        queue.listeners.remove(chain.poke)
+    with trio.CancelScope(shield=True):
+        await circuit.aclose()
+
+
+async def _watch(circuit: Circuit, chain: _Chain, interval_s: float = 0.2) -> None:
+    """Fail the chain as soon as a hop we were connected to drops every connection (a dead
+    peer) instead of waiting for the result timeout."""
+    network = circuit.client.host.get_network()
+    ids = {h.peer_id: ID.from_base58(h.peer_id) for h in chain.plan.hops}
+    watched = {p for p, i in ids.items() if network.get_connections(i)}
+    while True:
+        await trio.sleep(interval_s)
+        lost = sorted(p for p in watched if not network.get_connections(ids[p]))
+        if lost:
+            raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-stream")
+
+
+def _stats(chain: _Chain) -> ChainStats:
+    def median_ms(i: int) -> float:
+        values = [t[i] for t in chain.traces if len(t) > i]
+        return statistics.median(values) / 1000 if values else float("nan")
+
+    hops = tuple(HopTiming(h.peer_id, h.start, h.stop, h.compute_s * 1000, h.transfer_in_s * 1000, median_ms(i))
+                 for i, h in enumerate(chain.plan.hops))
+    return ChainStats(chain.index, hops, chain.plan.throughput_rps, chain.served, chain.setup_ms, chain.error,
+                      chain.redispatched)
+
+
+async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifest: Manifest,
+                         inputs: Sequence[Activation], peer_addrs: Mapping[str, Sequence[str]],
+                         window: int | None = None, timeout_s: float | None = None,
+                         on_result: Callable[[int, int], None] | None = None) -> ReplicatedRun:
+    """Stream `inputs` over every chain of `plan` (module docstring). `window`: inputs in flight
+    per chain (default: its hop count + 1, enough to keep every stage and link busy);
+    `on_result(done_count, chain_index)` after each result. Raises CircuitError when no chain
+    is left with inputs still unanswered."""
+    if not inputs or not plan.chains or (window is not None and window < 1):
+        raise CircuitError("run_replicated needs at least one input, one chain and window >= 1")
+    t0 = time.perf_counter()
+    chains = [_Chain(i, p, window or len(p.hops) + 1) for i, p in enumerate(plan.chains)]
+    async with trio.open_nursery() as nursery:
+        for chain in chains:
+            nursery.start_soon(_open, client, chain, manifest, peer_addrs)
+    setup_ms = (time.perf_counter() - t0) * 1000
+    queue = _Queue(len(inputs))
+    cpu0 = time.process_time()
+    live = [c for c in chains if c.circuit is not None]
+    async with trio.open_nursery() as nursery:
+        for chain in live:
+            nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeout_s, on_result)
+    cpu_s = time.process_time() - cpu0
+    if len(queue.results) < len(inputs):
+        raise CircuitError(f"{len(inputs) - len(queue.results)} of {len(inputs)} input(s) without a result: every chain "
+                           f"failed (" + "; ".join(f"chain {c.index} {_names(c.plan)}: {c.error}" for c in chains) + ")")
+    order = range(len(inputs))
+    return ReplicatedRun(tuple(queue.results[i][0].act for i in order), tuple(queue.results[i][1] * 1000 for i in order),
+                         tuple(queue.results[i][2] for i in order), tuple(_stats(c) for c in chains), setup_ms,
+                         time.perf_counter() - t0, tuple(queue.done_at), queue.last_dispatch, cpu_s)
+
+
+async def _serve_until_last(chain: _Chain, live: list[_Chain], queue: _Queue, inputs: Sequence[Activation],
+                            timeout_s: float | None, on_result: Callable[[int, int], None] | None) -> None:
+    """`_serve`, and when the last live chain fails with inputs left, end the stream (failed)."""
+    await _serve(chain, queue, inputs, timeout_s, on_result)
+    if chain.error is not None and all(c.error is not None for c in live) and len(queue.results) < queue.count:
+        queue.failed = True
+        queue.poke()

@@ -1,0 +1,112 @@
+"""The requester's replicated stream: many inputs over several disjoint chains at once.
+
+`Requester.infer_stream` comes here when the objective is throughput and
+`RequesterConfig.replicas.max_chains` allows more than one chain: discover, plan with
+`core.replicas.plan_replicated` (same snapshot, reputation and exclusion as the single-chain
+planner), and if that plan has several chains stream with `net.replicated_run.run_replicated`
+(pull-based dispatch, a failed chain's inputs re-dispatched to the others). A plan of one chain
+returns None: the caller's single-chain path (failover, spot checks) runs as before.
+
+With resilient hooks (p2pinfer.fault.LedgerHooks) each completed hop is recorded through
+`hooks.hops_ok` (the measured speed that feeds the planner). Spot checks (audits) and receipts are
+not issued on replicated streams yet: `--single-chain` keeps them (docs/cost-model.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import trio
+
+from p2pinfer.core.plan import Plan
+from p2pinfer.core.replicas import ReplicatedPlan, plan_replicated_or_single
+from p2pinfer.hooks import Attempt
+from p2pinfer.models import profiling
+from p2pinfer.models.manifest import Manifest
+from p2pinfer.net.replicated_run import ChainStats, ReplicatedRun, run_replicated
+from p2pinfer.results import HopReport, StreamResult, output_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicatedStreamResult(StreamResult):
+    """A StreamResult whose inputs went over several chains: `plan`/`hops` are the fastest
+    chain's (the existing keys keep their meaning); `replicated` is the whole plan and `chains`
+    what each chain did."""
+
+    replicated: ReplicatedPlan | None = None
+    chains: tuple[ChainStats, ...] = ()
+    chain_of: tuple[int, ...] = ()
+    requester_cpu_s: float = 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        doc = super().to_json_dict()
+        if self.replicated is not None:
+            doc["replicated"] = {**self.replicated.to_json_dict(), "chains": [
+                {**c.to_json_dict(), "rate_rps": r, "inputs": s.inputs, "error": s.error,
+                 "redispatched": s.redispatched, "setup_ms": round(s.setup_ms, 3),
+                 "hops_measured": [HopReport.of(h).to_json_dict() for h in s.hops]}
+                for c, r, s in zip(self.replicated.chains, self.replicated.rates_rps, self.chains)],
+                "chain_of": list(self.chain_of), "requester_cpu_s": round(self.requester_cpu_s, 3)}
+        return doc
+
+
+def plan_for(requester: Any, manifest: Manifest, snapshot: Any) -> ReplicatedPlan:
+    """The requester's replicated plan (its planner options and replica options)."""
+    return plan_replicated_or_single(profiling.profile(manifest, requester.store), snapshot,
+                                     options=requester.config.planner, replicas=requester.config.replicas)
+
+
+async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[Mapping[str, Any]],
+                            on_result: Callable[[int], None] | None) -> ReplicatedStreamResult | None:
+    """Stream `batch` over the replicated plan; None when the plan has a single chain."""
+    snapshot, addrs = await requester.snapshot()
+    rplan = plan_for(requester, manifest, snapshot)
+    if len(rplan.chains) < 2:
+        return None
+    log.info("replicated stream of %d input(s) over %d chains (predicted %.2f inputs/s, bound %.2f)",
+             len(batch), len(rplan.chains), rplan.throughput_rps, rplan.upper_bound_rps)
+    run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=batch, peer_addrs=addrs,
+                               timeout_s=requester.config.circuit.result_timeout_s,
+                               on_result=(lambda n, _c: on_result(n)) if on_result else None)
+    if getattr(requester.hooks, "resilient", False):
+        await trio.to_thread.run_sync(credit_hops, requester, manifest, run)
+    first = rplan.chains[0]
+    result = ReplicatedStreamResult(
+        manifest.name, manifest.model_id, tuple(dict(o) for o in run.outputs), run.latency_ms, run.setup_ms,
+        run.wall_s, first, tuple(HopReport.of(h) for h in run.chains[0].hops), 1,
+        replicated=rplan, chains=run.chains, chain_of=run.chain_of, requester_cpu_s=run.requester_cpu_s)
+    await requester.hooks.on_success(Attempt(1, manifest.model_id, first, snapshot, frozenset()), result)
+    return result
+
+
+def credit_hops(requester: Any, manifest: Manifest, run: ReplicatedRun) -> None:
+    """Record every chain's completed hops with the hooks (median measured compute per input),
+    as the single-chain engine does per result."""
+    profile = profiling.profile(manifest, requester.store)
+    done = []
+    for stats in run.chains:
+        for h in stats.hops:
+            if stats.inputs == 0 or h.measured_compute_ms != h.measured_compute_ms:  # NaN: no trace
+                continue
+            layers = profile.layers[h.start:h.stop]
+            by_class: dict[str, int] = {}
+            for layer in layers:
+                for cls, f in layer.flops_by_class.items():
+                    by_class[cls] = by_class.get(cls, 0) + int(f)
+            peer = requester.last_specs.get(h.peer_id)
+            record = (h.peer_id, int(sum(lay.flops for lay in layers)), by_class, h.measured_compute_ms / 1000,
+                      peer.gflops if peer else 1.0, dict(peer.gflops_by_class) if peer else {})
+            done += [record] * stats.inputs
+    if done:
+        requester.hooks.hops_ok(done)
+
+
+def describe(plan: Plan) -> str:
+    return " -> ".join(f"{h.peer_id}[{h.start}:{h.stop})" for h in plan.hops)
+
+
+__all__ = ["ReplicatedStreamResult", "output_json", "plan_for", "stream_replicated"]

@@ -1,0 +1,99 @@
+"""Replicated streams on an embedded swarm of real loopback hosts: inputs spread over several
+disjoint chains, pull-based; every output equals local compute in input order; a chain whose
+node is killed mid-stream has its inputs re-dispatched to the surviving chains."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p2pinfer.core.replicas import ReplicaOptions
+from p2pinfer.errors import CircuitError
+from p2pinfer.models import zoo
+from p2pinfer.models.executor import SpanExecutor
+from p2pinfer.models.store import ModelStore
+from p2pinfer.net.replicated_run import run_replicated
+from p2pinfer.replicated_stream import ReplicatedStreamResult, plan_for
+
+from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester
+
+REPLICATED = replace(TEST_REQUESTER, replicas=ReplicaOptions(max_chains=None))
+
+
+def _local(store: ModelStore, xs: np.ndarray) -> np.ndarray:
+    manifest = zoo.get_manifest("mlp", store=store)
+    with torch.inference_mode():
+        return SpanExecutor(store).run(manifest, 0, manifest.num_layers, {"x": torch.from_numpy(xs)})["x"].numpy()
+
+
+def _got(result: ReplicatedStreamResult) -> np.ndarray:
+    return np.concatenate([np.asarray(o["x"]) for o in result.outputs])
+
+
+async def test_stream_spreads_over_chains_and_equals_local(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    xs = np.random.default_rng(5).standard_normal((16, 64)).astype(np.float32)
+    configs = [node_config(f"r{i}", gflops=10.0 + 5 * i) for i in range(3)]
+    async with swarm_and_requester(configs, store, config=REPLICATED) as (_swarm, requester):
+        done: list[int] = []
+        result = await requester.infer_stream("mlp", [x[None] for x in xs], on_result=done.append)
+    assert isinstance(result, ReplicatedStreamResult)
+    assert result.replicated is not None and len(result.replicated.chains) == 3
+    assert float(np.max(np.abs(_got(result) - _local(store, xs)))) <= 1e-5
+    assert done == list(range(1, 17))
+    assert all(c.error is None and c.inputs >= 1 for c in result.chains)  # every chain pulled work
+    assert sum(c.inputs for c in result.chains) == 16 and sorted(set(result.chain_of)) == [0, 1, 2]
+    doc = result.to_json_dict()
+    assert doc["count"] == 16 and doc["plan"]["objective"] == "throughput" and len(doc["replicated"]["chains"]) == 3
+    peers = [h["peer"] for c in doc["replicated"]["chains"] for h in c["hops"]]
+    assert len(peers) == len(set(peers))  # disjoint
+
+
+async def test_a_killed_chain_is_redispatched_to_the_survivors(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    xs = np.random.default_rng(6).standard_normal((40, 64)).astype(np.float32)
+    configs = [node_config(f"k{i}", gflops=10.0 + i) for i in range(3)]
+    async with swarm_and_requester(configs, store, config=REPLICATED) as (swarm, requester):
+        manifest = requester.manifest("mlp")
+        snapshot, addrs = await requester.snapshot()
+        rplan = plan_for(requester, manifest, snapshot)
+        assert len(rplan.chains) == 3
+        victim_id = rplan.chains[1].hops[0].peer_id
+        victim = next(m.name for m in swarm.members if m.peer_id == victim_id)
+
+        def on_result(done: int, _chain: int) -> None:
+            if done == 4:
+                swarm.kill(victim)
+
+        run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=[{"x": x[None]} for x in xs],
+                                   peer_addrs=addrs, timeout_s=30.0, on_result=on_result)
+    got = np.concatenate([np.asarray(o["x"]) for o in run.outputs])
+    assert float(np.max(np.abs(got - _local(store, xs)))) <= 1e-5  # no input lost, all in order
+    dead = run.chains[1]
+    assert dead.error is not None  # the chain of the killed node stopped early, with its reason
+    assert all(c.error is None for i, c in enumerate(run.chains) if i != 1)
+    assert sum(c.inputs for c in run.chains) == 40 and dead.inputs < 40 - 2
+
+
+async def test_every_chain_failing_is_a_clear_error(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    configs = [node_config(f"d{i}", gflops=10.0 + i) for i in range(2)]
+    async with swarm_and_requester(configs, store, config=REPLICATED) as (swarm, requester):
+        manifest = requester.manifest("mlp")
+        snapshot, addrs = await requester.snapshot()
+        rplan = plan_for(requester, manifest, snapshot)
+        assert len(rplan.chains) == 2
+
+        def on_result(done: int, _chain: int) -> None:
+            if done == 2:
+                for m in swarm.members:
+                    swarm.kill(m.name)
+
+        xs = [{"x": np.full((1, 64), float(i), np.float32)} for i in range(30)]
+        with pytest.raises(CircuitError, match="without a result: every chain failed"):
+            await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=xs, peer_addrs=addrs,
+                                 timeout_s=20.0, on_result=on_result)
