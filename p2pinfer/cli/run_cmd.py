@@ -31,6 +31,7 @@ from rich.table import Table
 from p2pinfer.client import InferenceResult, Input, Requester, RequesterConfig, StreamResult, connect, embedded_config
 from p2pinfer.config import local_swarm_config_paths
 from p2pinfer.core.plan import OBJECTIVES, Plan
+from p2pinfer.core.replicas import ReplicaOptions
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import ConfigError, InputError
 from p2pinfer.fault import DEFAULT_SPOT_CHECK, FaultOptions, LedgerHooks
@@ -63,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "every hop of a peer on probation is checked; docs/reputation.md)")
     parser.add_argument("--max-attempts", type=int, default=3, metavar="N",
                         help="circuits to try before giving up (failover re-plans without failed peers; default 3)")
+    chains = parser.add_mutually_exclusive_group()
+    chains.add_argument("--chains", type=int, metavar="N",
+                        help="--input-file with objective throughput: at most N disjoint chains served at once "
+                             "(default: as many as pay off; docs/cost-model.md, replicated plans)")
+    chains.add_argument("--single-chain", action="store_true",
+                        help="stream through one chain only (as --chains 1; spot checks and failover apply per input)")
     parser.set_defaults(handler=_handle)
 
 
@@ -78,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         _render_local(run_local(args.model, args.input, store=store_for(args.data_dir), threads=args.threads), args.json)
         return 0
     _fault_settings(args)  # bad flags: fail before any network
+    _replica_settings(args)
     manifest = zoo.get_manifest(args.model, store=store_for(args.data_dir))  # bad model/input: fail before any network
     if args.input_file:
         inputs = read_input_file(Path(args.input_file), text=manifest.preprocess == "text")
@@ -110,10 +118,18 @@ def _fault_settings(args: argparse.Namespace) -> tuple[FaultOptions, RequesterCo
     return options, replace(base, max_attempts=args.max_attempts)
 
 
+def _replica_settings(args: argparse.Namespace) -> ReplicaOptions:
+    """--chains / --single-chain, checked before any network."""
+    if args.chains is not None and args.chains < 1:
+        raise ConfigError(f"--chains must be >= 1, got {args.chains}")
+    return ReplicaOptions(max_chains=1 if args.single_chain else args.chains)
+
+
 @asynccontextmanager
 async def _session(args: argparse.Namespace) -> AsyncIterator[Requester]:
     """A requester whose reputation ledger lives in --data-dir (or the user data dir)."""
     options, config = _fault_settings(args)
+    config = replace(config, replicas=_replica_settings(args))
     hooks = LedgerHooks.open(args.data_dir or default_root(), options=options)
     try:
         async with connect(bootstrap=args.bootstrap or (), swarm_dir=args.swarm, store=store_for(args.data_dir),
@@ -250,11 +266,34 @@ def _render_single(result: InferenceResult, as_json: bool) -> None:
 def _render_stream(result: StreamResult, as_json: bool) -> None:
     summary = (f"{len(result.outputs)} inputs in {result.wall_s:.2f} s: {result.throughput_rps:.2f} inputs/s "
                f"(setup {result.setup_ms:.0f} ms; median latency {sorted(result.latency_ms)[len(result.latency_ms) // 2]:.1f} ms)")
+    replicated = getattr(result, "replicated", None)
+    if replicated is not None:
+        summary += f"; {len(replicated.chains)} chains at once, predicted {replicated.throughput_rps:.2f} inputs/s"
+        print("p2pinfer run: spot checks and receipts apply to single-chain streams only (--single-chain)",
+              file=sys.stderr)
     if as_json:
         print(summary, file=sys.stderr)
         print(json.dumps(result.to_json_dict()))
         return
     console = Console()
-    console.print(_plan_table(result.plan, result.model))
-    console.print(_hops_table(result))
+    if replicated is not None:
+        console.print(_chains_table(result, replicated))
+    else:
+        console.print(_plan_table(result.plan, result.model))
+        console.print(_hops_table(result))
     console.print(summary)
+
+
+def _chains_table(result: StreamResult, replicated: Any) -> Table:
+    """A replicated stream: one row per chain (its hops, predicted share, inputs it computed)."""
+    table = Table(title=f"replicated plan for {result.model}: {len(replicated.chains)} disjoint chains at once, predicted "
+                        f"{replicated.throughput_rps:.2f} inputs/s (proven bound {replicated.upper_bound_rps:.2f}; "
+                        f"limited by {replicated.limit})")
+    for col in ("chain", "hops: peer [layers) predicted / measured compute ms", "predicted inputs/s", "inputs", "status"):
+        table.add_column(col, justify="left" if col.startswith(("hops", "status")) else "right", overflow="fold")
+    for i, (rate, stats) in enumerate(zip(replicated.rates_rps, result.chains)):
+        hops = "\n".join(f"{h.peer_id} [{h.start}, {h.stop}) {h.predicted_compute_ms:.1f} / {h.measured_compute_ms:.1f}"
+                         for h in stats.hops)
+        table.add_row(str(i + 1), hops, f"{rate:.2f}", str(stats.inputs),
+                      "ok" if stats.error is None else f"failed, {stats.redispatched} re-dispatched: {stats.error}")
+    return table

@@ -4,6 +4,7 @@ node is killed mid-stream has its inputs re-dispatched to the surviving chains."
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from p2pinfer.cli import main
 from p2pinfer.core.replicas import ReplicaOptions
 from p2pinfer.errors import CircuitError
 from p2pinfer.models import zoo
@@ -97,3 +99,45 @@ async def test_every_chain_failing_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(CircuitError, match="without a result: every chain failed"):
             await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=xs, peer_addrs=addrs,
                                  timeout_s=20.0, on_result=on_result)
+
+
+def _swarm_dir(tmp: Path, n: int = 3) -> Path:
+    directory = tmp / "swarm"
+    directory.mkdir()
+    for i in range(n):
+        (directory / f"n{i}.toml").write_text("\n".join([
+            "[node]", f'name = "n{i}"', 'listen = ["/ip4/127.0.0.1/tcp/0"]',
+            "[resources]", 'mem_bytes = "1 GiB"', f"gflops = {10 + 5 * i}",
+            "[emulation]", "up_mbps = 500.0", "latency_ms = 1.0"]) + "\n")
+    return directory
+
+
+def test_cli_streams_over_chains_unless_single_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(tmp_path / "store")
+    xs = np.random.default_rng(8).standard_normal((9, 64)).astype(np.float32)
+    np.save(tmp_path / "batch.npy", xs)
+    swarm = _swarm_dir(tmp_path)
+    common = ["run", "mlp", "--input-file", str(tmp_path / "batch.npy"), "--swarm", str(swarm),
+              "--data-dir", str(store.root), "--json"]
+    want = _local(store, xs)
+    assert main(common) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert "3 chains at once" in out.err and "spot checks and receipts apply to single-chain" in out.err
+    chains = doc["replicated"]["chains"]
+    assert len(chains) == 3 and sum(c["inputs"] for c in chains) == 9 and doc["replicated"]["upper_bound_rps"] > 0
+    assert {"model", "outputs", "count", "throughput_rps", "plan", "hops"} <= set(doc)  # the existing keys stay
+    got = np.stack([np.asarray(o["data"], np.float32) for o in doc["outputs"]])
+    assert float(np.max(np.abs(got - want))) <= 1e-5
+    assert main([*common, "--single-chain"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "replicated" not in doc and doc["count"] == 9
+    got = np.stack([np.asarray(o["data"], np.float32) for o in doc["outputs"]])
+    assert float(np.max(np.abs(got - want))) <= 1e-5
+
+
+def test_cli_rejects_bad_chain_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "batch.npy", np.zeros((2, 64), np.float32))
+    assert main(["run", "mlp", "--input-file", str(tmp_path / "batch.npy"), "--chains", "0",
+                 "--data-dir", str(tmp_path / "store")]) == 2
+    assert "--chains must be >= 1, got 0" in capsys.readouterr().err
