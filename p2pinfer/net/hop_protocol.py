@@ -10,12 +10,13 @@ Protocols (each frame is varint-length-prefixed; the length is checked before th
 - "/p2pinfer/receipt/1.0.0": receipts for completed hops (net/receipts_protocol.py), served by
   HopNodeService when the node has a ledger.
 
-The data path of one frame, top to bottom (`_on_hop_stream` -> `_compute_and_forward`): read with
-a size limit; decode, authenticate and replay-check in the machine; compute the span in a worker
-thread behind a CapacityLimiter (so the trio loop stays responsive and several circuits share the
-cores), entered through an AdmissionGate that serves waiting frames by their requester's credit
-in the node's ledger when every slot is busy (net/admission_gate.py); seal the output in that
-thread; write it DIRECTLY to the next peer (or, for the last hop, to the requester). Every await
+The data path of one frame, top to bottom (`_on_hop_stream`: `_read` -> `_work` -> Forwarder, three
+overlapped stages per stream, net/hop_pipeline.py): read with a size limit; decode, authenticate and
+replay-check in the machine; compute the span in a worker thread behind a CapacityLimiter (so the
+trio loop stays responsive and several circuits share the cores), entered through an AdmissionGate
+that serves waiting frames by their requester's credit in the node's ledger when every slot is
+busy (net/admission_gate.py); seal the output in that thread; write it DIRECTLY to the next peer
+(or, for the last hop, to the requester) while the next frame is read and computed. Every await
 has a deadline; a bad frame is dropped, counted and logged, and the hop carries on serving every
 other circuit.
 """
@@ -45,8 +46,9 @@ from p2pinfer.models.layers import param_bytes
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.models.store import ModelStore
 from p2pinfer.net.admission_gate import AdmissionDropped, AdmissionGate
-from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, open_stream, remote_peer
+from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
+from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, run_pipeline
 from p2pinfer.net.receipts_protocol import ReceiptService
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
 
@@ -77,14 +79,15 @@ class HopConfig:
     weights: WeightsConfig = WeightsConfig()
     retain_outputs: int = 64  # per circuit: last outputs kept for audits / resumption (core/retention.py)
     retain_bytes: int = 16 * 1024 * 1024  # per circuit
+    pipeline_depth: int = 1  # per stream: frames queued between read, compute and forward (net/hop_pipeline.py)
 
     def __post_init__(self) -> None:
         if min(self.io_timeout_s, self.idle_timeout_s, self.setup_timeout_s, self.compute_timeout_s, self.max_circuit_ttl_s) <= 0:
             raise ValueError("hop: timeouts must be positive")
         if self.retain_outputs < 0 or self.retain_bytes < 0:
             raise ValueError("hop: retain_outputs and retain_bytes must be >= 0")
-        if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1:
-            raise ValueError("hop: max_frame >= 1024, max_circuits >= 1 and compute_threads >= 1 required")
+        if self.max_frame < 1024 or self.max_circuits < 1 or self.compute_threads < 1 or self.pipeline_depth < 1:
+            raise ValueError("hop: max_frame >= 1024, max_circuits, compute_threads and pipeline_depth >= 1 required")
 
 
 def to_torch(act: Activation) -> dict[str, torch.Tensor]:
@@ -129,12 +132,14 @@ class HopService:
         self.fetcher = WeightFetcher(host, store, config=config.weights)
         self._weight_sources = weight_sources or (lambda _hash: [])
         self._on_weights = on_weights or (lambda _hashes: None)
-        self._send_delay = send_delay
         self._prepare_fn = prepare_fn
         self._limiter = trio.CapacityLimiter(config.compute_threads)
         self.gate = AdmissionGate(config.compute_threads, credit_of=credit_of)
         self._manifests: dict[bytes, Manifest] = {}
-        self._out: dict[bytes, dict[tuple[str, bool], tuple[trio.Lock, list[INetStream]]]] = {}
+        self.links = OutLinks(host, hop_protocol=HOP_PROTOCOL, result_protocol=RESULT_PROTOCOL, max_frame=config.max_frame,
+                              io_timeout_s=config.io_timeout_s, send_delay=send_delay)
+        self._forwarder = Forwarder(self.machine, self.links, self._forget)
+        self._pipelines = StreamScopes()
 
     @property
     def counters(self) -> hopm.HopCounters:
@@ -158,7 +163,7 @@ class HopService:
             self.host.remove_stream_handler(HOP_PROTOCOL)
             self.host.remove_stream_handler(AUDIT_PROTOCOL)
             with trio.CancelScope(shield=True):
-                for cid in list(self._out):
+                for cid in set(self.links.circuits()) | set(self._manifests):
                     await self._forget(cid)
 
     # ---- setup ----
@@ -252,28 +257,36 @@ class HopService:
 
     # ---- data ----
     async def _on_hop_stream(self, stream: INetStream) -> None:
+        """Read, compute and forward this stream's frames, overlapped (net/hop_pipeline.py)."""
         sender = remote_peer(stream)
+        scope = trio.CancelScope()
         try:
-            while True:
-                try:
-                    data = await next_frame(stream, max_size=self.config.max_frame, timeout=self.config.idle_timeout_s)
-                except WireError as exc:  # oversized or unframeable: this stream is unusable
-                    self._count_unreadable(exc)
-                    log.warning("dropping hop stream from %s: %s", sender, exc)
-                    return
-                if data is None:
-                    return  # upstream closed the stream or went idle
-                action = self.machine.on_frame(data, now_ms=self._now_ms(), max_size=self.config.max_frame)
-                if isinstance(action, hopm.Drop):
-                    log.warning("dropped frame from %s (%s): %s", sender, action.reason, action.detail)
-                elif isinstance(action, hopm.Close):
-                    await self._close_circuit(action.send)
-                else:
-                    await self._compute_and_forward(action)
+            with scope:
+                await run_pipeline(lambda: self._read(stream, sender, scope), self._work, self._forwarder,
+                                   depth=self.config.pipeline_depth, stall_timeout_s=self.config.idle_timeout_s)
         except Exception:  # task boundary: one broken stream must never take the hop down
             log.exception("hop stream from %s crashed", sender)
         finally:
+            self._pipelines.discard(scope)
             await close_stream(stream)
+
+    async def _read(self, stream: INetStream, sender: str, scope: trio.CancelScope) -> hopm.Compute | hopm.Close | None:
+        """The stream's next frame the machine accepts; None when it ended, went idle or is unusable."""
+        while True:
+            try:
+                data = await next_frame(stream, max_size=self.config.max_frame, timeout=self.config.idle_timeout_s)
+            except WireError as exc:  # oversized or unframeable: this stream is unusable
+                self._count_unreadable(exc)
+                log.warning("dropping hop stream from %s: %s", sender, exc)
+                return None
+            if data is None:
+                return None  # upstream closed the stream or went idle
+            action = self.machine.on_frame(data, now_ms=self._now_ms(), max_size=self.config.max_frame)
+            if isinstance(action, hopm.Drop):
+                log.warning("dropped frame from %s (%s): %s", sender, action.reason, action.detail)
+                continue
+            self._pipelines.bind(action.send.circuit_id if isinstance(action, hopm.Close) else action.circuit_id, scope)
+            return action
 
     def _count_unreadable(self, exc: WireError) -> None:
         if isinstance(exc, OversizedFrame):
@@ -282,51 +295,28 @@ class HopService:
             self.machine.counters.frames_in += 1
             self.machine.counters.malformed += 1
 
-    async def _compute_and_forward(self, c: hopm.Compute) -> None:
-        """Compute the span in a worker thread (deadline, limiter), then forward the sealed output."""
+    async def _work(self, item: hopm.Compute | hopm.Close) -> Stage:
+        """Compute the span in a worker thread (deadline, limiter, admission gate); Close passes."""
+        if isinstance(item, hopm.Close):
+            return item
+        c = item
         a, manifest = self.machine.assignment(c.circuit_id), self._manifests.get(c.circuit_id)
         if a is None or manifest is None:
-            return
+            return None
         try:
             with trio.fail_after(self.config.compute_timeout_s):  # a hung span must not wedge the stream
                 async with self.gate.slot(a.requester):  # by credit when overloaded
                     done = await trio.to_thread.run_sync(self._compute_sync, c, a, manifest, limiter=self._limiter,
                                                          abandon_on_cancel=True)
-            self.machine.counters.frames_computed += 1
-            self.machine.retain(c.circuit_id, c.seq, done.out_bytes)
         except AdmissionDropped as exc:
-            return await self._report(c, "compute-failed", f"busy: {exc}")
+            return Failed(c, "compute-failed", f"busy: {exc}")
         except trio.TooSlowError:
-            return await self._report(c, "compute-failed", f"span [{a.start}, {a.stop}) took over {self.config.compute_timeout_s}s")
+            return Failed(c, "compute-failed", f"span [{a.start}, {a.stop}) took over {self.config.compute_timeout_s}s")
         except P2PInferError as exc:
-            return await self._report(c, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
-        send = done.send
-        try:
-            await self._send(done.commit, emulate=False)  # before the output: the last hop's commit precedes its result
-        except NetworkError as exc:
-            log.warning("circuit %s seq %d: commitment not delivered: %s", c.circuit_id.hex()[:8], c.seq, exc)
-        try:
-            await self._send(send)
-            self.machine.counters.frames_forwarded += 1
-        except (NetworkError, WireError) as exc:  # WireError: output over the frame limit
-            reason = "next-hop-unreachable" if isinstance(exc, NetworkError) else "internal"
-            await self._report(c, reason, f"cannot forward to {send.peer_id}: {exc}")
-
-    async def _report(self, c: hopm.Compute, reason: str, message: str) -> None:
-        """Log a failed input and tell the requester directly (best effort, bounded)."""
-        log.warning("circuit %s seq %d: %s: %s", c.circuit_id.hex()[:8], c.seq, reason, message)
-        action = self.machine.compute_failed(c.circuit_id, c.seq, reason, message)
-        if isinstance(action, hopm.Send):
-            await self._send_best_effort(action)
-
-    async def _close_circuit(self, send: hopm.Send) -> None:
-        """Pass the requester's CloseNotice on (after every earlier frame), then free the circuit."""
-        try:
-            await self._send(send)
-        except NetworkError as exc:
-            log.info("circuit %s: close notice not forwarded to %s: %s", send.circuit_id.hex()[:8], send.peer_id, exc)
-        self.machine.forget(send.circuit_id)
-        await self._forget(send.circuit_id)
+            return Failed(c, "bad-input" if isinstance(exc, InputError) else "compute-failed", str(exc))
+        self.machine.counters.frames_computed += 1
+        self.machine.retain(c.circuit_id, c.seq, done.out_bytes)
+        return Done(c, done)
 
     def _compute_sync(self, c: hopm.Compute, a: wire.Assignment, manifest: Manifest) -> hopm.Computed:
         """Worker thread: run the span, seal its output and commitment (HopMachine.finish is pure)."""
@@ -335,39 +325,11 @@ class HopService:
         elapsed_us = int((time.perf_counter() - t0) * 1e6)
         return self.machine.finish(c, to_numpy(out), elapsed_us)
 
-    async def _send(self, send: hopm.Send, *, emulate: bool = True) -> None:
-        """Write on this circuit's stream to that peer (opened on first use); one writer at a time."""
-        lock, holder = self._out.setdefault(send.circuit_id, {}).setdefault((send.peer_id, send.final), (trio.Lock(), []))
-        protocol = RESULT_PROTOCOL if send.final else HOP_PROTOCOL
-        if self._send_delay is not None and emulate:  # commitments (~150 bytes) are not delayed
-            await trio.sleep(self._send_delay(len(send.data)))
-        async with lock:
-            for attempt in (1, 2):  # a stale stream (peer restarted it, connection dropped) is reopened once
-                if not holder:
-                    holder.append(await open_stream(self.host, send.peer_id, protocol, timeout=self.config.io_timeout_s, addrs=send.addrs))
-                try:
-                    await write_frame(holder[0], send.data, max_size=self.config.max_frame, timeout=self.config.io_timeout_s)
-                    return
-                except NetworkError:
-                    await close_stream(holder.pop())
-                    if attempt == 2:
-                        raise
-
-    async def _send_best_effort(self, send: hopm.Send) -> None:
-        try:
-            stream = await open_stream(self.host, send.peer_id, RESULT_PROTOCOL, timeout=self.config.io_timeout_s, addrs=send.addrs)
-            try:
-                await write_frame(stream, send.data, max_size=wire.MAX_CONTROL_FRAME, timeout=self.config.io_timeout_s)
-            finally:
-                await close_stream(stream)
-        except P2PInferError as exc:
-            log.warning("could not report an error to requester %s: %s", send.peer_id, exc)
-
     async def _forget(self, cid: bytes) -> None:
+        """Drop the circuit's span, close its outgoing streams and stop the pipelines serving it."""
         self._manifests.pop(cid, None)
-        for _lock, holder in self._out.pop(cid, {}).values():
-            if holder:
-                await close_stream(holder[0])
+        self._pipelines.cancel(cid)
+        await self.links.forget(cid)
 
 
 class HopNodeService:

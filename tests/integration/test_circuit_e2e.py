@@ -89,7 +89,7 @@ async def test_emulated_uplinks_delay_each_frame_by_its_size(tmp_path):
         manifest = zoo.get_manifest("mlp", store=s.requester.store)
         hop = s.hops[0]
         seen: list[int] = []
-        hop.hop._send_delay = lambda n: seen.append(n) or 0.2  # 0.2 s per frame on the hop's uplink
+        hop.hop.links.send_delay = lambda n: seen.append(n) or 0.2  # 0.2 s per frame on the hop's uplink
         s.client.send_delay = lambda n: seen.append(n) or 0.1
         spec = HopSpec(hop.peer_id, hop.addrs, 0, 4, tuple(span_hashes(manifest, 0, 4)))
         circuit = await s.client.open_circuit(model_id=manifest.model_id, hops=[spec])

@@ -71,4 +71,6 @@ async def test_no_route_left_is_an_explicit_error(tmp_path: Path) -> None:
         with trio.fail_after(40), pytest.raises(NoRouteError, match="no route remains for mlp.*last failure"):
             await requester.infer_stream("mlp", inputs(5))
         crashed = [v for v in hooks.ledger.peers(hooks.clock()) if v.state.failures]
-        assert len(crashed) >= 1 and all(v.state.hops_ok == 1 for v in hooks.ledger.peers(hooks.clock()))
+        # a peer completes at most its one hop before it crashes (a hop computes its next input while
+        # its last output is still on the wire, so the first crash may take that output with it)
+        assert len(crashed) >= 1 and all(v.state.hops_ok <= 1 for v in hooks.ledger.peers(hooks.clock()))
