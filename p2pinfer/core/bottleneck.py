@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import few_peers
 from .chain_dp import dssr, pass_work, repeated, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
@@ -50,6 +51,7 @@ _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
 _FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 _TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
+_FEW_NODES = 50_000  # search nodes for the exact search on few peers (core/few_peers.py), in all
 
 
 @dataclass(frozen=True)
@@ -266,8 +268,15 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     """Best chain for the throughput objective, with a proven lower bound on its bottleneck.
 
     `incumbents()` gives known feasible chains (e.g. baselines): the result is never worse.
+    Few peers: the exact branch and bound of core/few_peers.py, and the search below only if
+    that runs out of budget (starting from what it found and proved).
     """
-    start = _start(cm, options, incumbents)
+    few = few_peers.solve_few(cm, _FEW_NODES) if few_peers.fits(cm) else None
+    if few is not None and few.decided:
+        if few.best is None:
+            return BottleneckResult(None, math.inf, True)
+        return BottleneckResult(_fastest_within(cm, few.best, few.hi, options, few.costs), few.hi, True)
+    start = _start(cm, options, incumbents, few)
     if isinstance(start, BottleneckResult):
         return start
     s, lb0 = start
@@ -283,9 +292,10 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     return BottleneckResult(best, s.hi if optimal else min(max(s.lb, lb0), s.hi), optimal)
 
 
-def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequence[tuple[Span, ...]]]
-           ) -> BottleneckResult | tuple[_Search, float]:
-    """Bounds and a first chain; a finished result when they already settle it."""
+def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequence[tuple[Span, ...]]],
+           few: few_peers.FewResult | None = None) -> BottleneckResult | tuple[_Search, float]:
+    """Bounds and a first chain; a finished result when they already settle it. `few`: what an
+    unfinished few-peers search found (a chain) and proved (a bound)."""
     th = at(cm, math.inf)  # any chain at all? (memory and distinct peers only)
     if proven_infeasible(cm, th):
         return BottleneckResult(None, math.inf, True)
@@ -295,6 +305,9 @@ def _start(cm: CostModel, options: PlannerOptions, incumbents: Callable[[], Sequ
     t0 = relaxed.value if relaxed is not None else math.inf
     lb0 = max(trivial_lower_bound(cm), t0)
     s.lb = lb0 * (1 - 2 * CAP_SLACK)  # below the bound, so that lb0 itself gets probed
+    if few is not None:
+        s.offer(few.best)
+        s.lb = max(s.lb, few.lower_bound)
     if relaxed is not None and not repeated(relaxed.spans):  # the relaxation's optimum is a chain
         return BottleneckResult(_fastest_within(cm, relaxed.spans, t0, options), t0, True)
     spans, proven = ChainSearch(cm, th).run(_EXACT_NODES)
@@ -335,27 +348,40 @@ def _refine_with_lp(s: _Search, cm: CostModel) -> bool:
     return cands is not None and s.exact(cands, nodes)
 
 
-def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions) -> tuple[Span, ...]:
+def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions,
+                    costs: few_peers.SpanCosts | None = None) -> tuple[Span, ...]:
     """The lowest-latency chain found with bottleneck <= hi, among: `spans`, the chain search
     spending strong peers first (few hops), and the capped latency DP over the peers that have
-    a span within hi: exact (DSSR) when small, one relaxed pass on mid sizes (used only when its
-    optimum happens to use distinct peers, which makes it exact too)."""
-    th = at(cm, hi)
-    keep = [int(y) for y in np.flatnonzero(th.alive)]
-    if not keep:
-        return spans
-    sub, cap = restrict(cm, keep), hi * (1 + CAP_SLACK)
-    found = [ChainSearch(sub, at(sub, hi), thrifty=False).run(_MIN_NODES + cm.num_layers)[0]]
+    a span within hi: exact (DSSR) when small; on mid sizes without `costs` (few peers), one
+    relaxed pass (used only when its optimum happens to use distinct peers, which makes it
+    exact too; on few peers it almost never does, and costs more than the rest together)."""
+    L, cap = cm.num_layers, hi * (1 + CAP_SLACK)
+    if costs is not None:
+        keep = few_peers.alive(costs, hi)
+        found = [few_peers.fastest_dive(costs, hi, _MIN_NODES + L)]
+    else:
+        keep = [int(y) for y in np.flatnonzero(at(cm, hi).alive)]
+        if not keep:
+            return spans
+        sub = restrict(cm, keep)
+        found = [_mapped(keep, ChainSearch(sub, at(sub, hi), thrifty=False).run(_MIN_NODES + L)[0])]
+    sub = restrict(cm, keep)
     if pass_work(sub, len(keep)) <= _TIEBREAK_WORK:
-        found.append(dssr(sub, "sum", cap=cap, budget=options.search_budget, max_critical=options.max_critical).spans)
-    elif pass_work(sub, 0) <= _TIEBREAK_PASS:
+        found.append(_mapped(keep, dssr(sub, "sum", cap=cap, budget=options.search_budget,
+                                        max_critical=options.max_critical).spans))
+    elif costs is None and pass_work(sub, 0) <= _TIEBREAK_PASS:
         sol = solve(sub, "sum", cap=cap)
-        found.append(sol.spans if sol is not None and not repeated(sol.spans) else None)
+        found.append(_mapped(keep, sol.spans) if sol is not None and not repeated(sol.spans) else None)
     best, best_lat = spans, cm.evaluate(spans, "throughput").predicted_latency_s
     for chain in found:
         if chain is None:
             continue
-        plan = cm.evaluate(tuple((keep[y], a, b) for y, a, b in chain), "throughput")
+        plan = cm.evaluate(chain, "throughput")
         if plan.bottleneck_s <= cap and plan.predicted_latency_s < best_lat:
-            best, best_lat = tuple((keep[y], a, b) for y, a, b in chain), plan.predicted_latency_s
+            best, best_lat = chain, plan.predicted_latency_s
     return best
+
+
+def _mapped(keep: list[int], chain: Sequence[Span] | None) -> tuple[Span, ...] | None:
+    """A chain over restrict(cm, keep) in cm's peer indices."""
+    return None if chain is None else tuple((keep[y], a, b) for y, a, b in chain)

@@ -1,0 +1,320 @@
+"""Throughput objective on few peers: an exact branch and bound whose failed states carry over.
+
+At a bound T the link term `bits_a * max(1/up_X, 1/down_Y)` splits into the sender's part and
+the receiver's part (core/threshold.py), so a span [a, b) on peer y has one cost of its own,
+
+    c(y, a, b) = max(stage_y(a, b), bits_a / down_y, bits_b / up_y)     (inf if it does not fit),
+
+the requester's own link parts are a constant `floor` of every chain, and a chain's bottleneck
+is max(floor, max of its spans' c). On few peers all c fit one (P, L+1, L+1) array, and then:
+
+1. A lower bound without search: capacity counting (each peer serves one span, so the most
+   layers / FLOPs / parameter bytes of any one span within T, summed over peers, must reach the
+   model's) evaluated exactly as a step function of T, so the bound is itself a span cost.
+2. Ascend: decide T = bound, then geometrically higher, until a chain turns up (each decision
+   that finds none raises the bound).
+3. Descend (branch and bound): every chain found is re-cut optimally for its own peer order (a
+   small DP); then search again below its bottleneck. States (boundary, unused peers) that
+   failed at T fail at every smaller T, so the descent keeps them all: the searches together
+   cost about one search. A search that completes without a chain proves the incumbent optimal.
+
+Every decision is a depth-first search over (boundary, set of unused peers) in plain Python (few
+peers: thousands of nodes at most), with the moves, cuts and dominance rules of
+`threshold.ChainSearch`. Out of budget it says so; the caller then falls back on the general
+search (core/bottleneck.py) with what was found and proven here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .costs import CostModel, Span
+from .threshold import CAP_SLACK
+
+MAX_PEERS = 16  # "few peers": masks of at most this many bits
+MAX_CELLS = 300_000  # ... and P * (L+1)^2 span costs at most
+_ASCENT = (0.004, 2.0)  # first relative step above the bound, growth factor
+INF = math.inf
+
+
+def fits(cm: CostModel) -> bool:
+    """Small enough for this module (its arrays are P * (L+1)^2)."""
+    return 0 < cm.num_peers <= MAX_PEERS and cm.num_peers * (cm.num_layers + 1) ** 2 <= MAX_CELLS
+
+
+@dataclass(frozen=True, eq=False)
+class SpanCosts:
+    """Every span's cost on every peer, and what the searches derive from it once."""
+
+    cost: np.ndarray  # (P, L+1, L+1) c(y, a, b); inf where b <= a or the span does not fit
+    reach: np.ndarray  # (P, L+1, L+1) min over b' >= b of cost: "some end at or after b is within T"
+    floor: float  # the requester's link parts, in every chain
+    cum: np.ndarray  # (3, L+1) cumulative layers, FLOPs, parameter bytes (capacity weights)
+    bits: list[float]  # bits crossing each boundary (the dominance rule among ends)
+
+
+def span_costs(cm: CostModel) -> SpanCosts:
+    L, Lp1 = cm.num_layers, cm.num_layers + 1
+    st = cm.stage
+    cost = st[:, None, :] - st[:, :, None]  # (P, a, b) stage of [a, b)
+    np.maximum(cost, (cm.bits[None, :] * cm.inv_down[:, None])[:, :, None], out=cost)
+    np.maximum(cost, (cm.bits[None, :] * cm.inv_up[:, None])[:, None, :], out=cost)
+    span_params = cm.params[None, :] - cm.params[:, None]  # (a, b)
+    ok = (span_params[None, :, :] <= cm.mem[:, None, None]) & np.triu(np.ones((Lp1, Lp1), dtype=bool), k=1)
+    cost[~ok] = INF
+    reach = np.minimum.accumulate(cost[:, :, ::-1], axis=2)[:, :, ::-1]
+    floor = float(max(cm.bits[0] * cm.src_inv_up, cm.bits[L] * cm.req_inv_down))
+    cum = np.stack([np.arange(Lp1, dtype=float), np.concatenate([[0.0], np.cumsum(cm.layer_flops)]),
+                    cm.params.astype(float)])
+    return SpanCosts(cost, reach, floor, cum, cm.bits.tolist())
+
+
+def counting_bound(sc: SpanCosts) -> float:
+    """The smallest T at which capacity counting does not rule T out (a proven lower bound).
+
+    Per peer and weight, the heaviest span within T is a step function of T: it steps where the
+    furthest end reachable from some start moves (the `reach` frontier) to a new record weight.
+    Summed over peers it must reach the model's total; the answer is a span cost itself.
+    (Orders and running maxima use float keys: errors of about 1e-15 relative, inside the 1e-12
+    slack on the totals.)"""
+    front = np.concatenate([sc.cost[:, :, :-1] < sc.reach[:, :, 1:], np.isfinite(sc.cost[:, :, -1:])], axis=2)
+    ys, a, b = np.nonzero(front)  # where the furthest end within T from (peer, start) moves
+    if len(ys) == 0:
+        return INF
+    cost = sc.cost[ys, a, b]
+    order = np.argsort(ys * (4.0 * float(cost.max())) + cost, kind="stable")  # by peer, then cost
+    ys, a, b, cost = ys[order], a[order], b[order], cost[order]
+    first = np.flatnonzero(np.concatenate([[True], ys[1:] != ys[:-1]]))  # each peer's first event
+    bound, off = sc.floor, ys * 2.0
+    for cum in sc.cum:
+        total = float(cum[-1] - cum[0])
+        if total <= 0:
+            continue
+        record = np.maximum.accumulate((cum[b] - cum[a]) / total + off) - off  # per peer, in [0, 1]
+        gain = np.diff(record, prepend=0.0)
+        gain[first] = record[first]
+        step = gain > 0
+        at_cost = cost[step]
+        by_cost = np.argsort(at_cost, kind="stable")
+        hit = int(np.searchsorted(np.cumsum(gain[step][by_cost]), 1 - 1e-12, side="left"))
+        if hit >= len(by_cost):
+            return INF
+        bound = max(bound, float(at_cost[by_cost[hit]]))
+    return bound
+
+
+class Decider:
+    """Is there a chain of distinct peers whose every span cost is <= t? Depth-first search over
+    (boundary, unused peers) with a node budget.
+
+    Moves: an unused peer takes a span to an end within t, furthest first, skipping ends that a
+    further one with no more bits to send dominates; peers are tried thrifty first (least of
+    their best span within t left unused). A state is cut when the unused peers' best spans
+    cannot cover the rest (layers or FLOPs). `failed` holds states proven to fail at t or at
+    any larger bound, so a search at a smaller t may start from a previous one's."""
+
+    def __init__(self, sc: SpanCosts, t: float, failed: set[int] | None = None, thrifty: bool = True) -> None:
+        self.sc, self.t = sc, t
+        P, Lp1 = sc.cost.shape[:2]
+        self.L, self.stride = Lp1 - 1, Lp1
+        a = np.arange(Lp1)[None, :]
+        end = (sc.reach <= t).sum(axis=2) - 1  # (P, L+1): furthest end within t from a (-1: none)
+        has = end > a
+        span = np.where(has[None], sc.cum[:, np.maximum(end, 0)] - sc.cum[:, None, :], 0.0)  # (3, P, L+1)
+        best = np.maximum.accumulate(span[:, :, ::-1], axis=2)[:, :, ::-1]  # best span starting >= a
+        self.cap_layers, self.cap_flops = best[0].T.tolist(), best[1].T.tolist()
+        left = (sc.cum[:2, -1:] - sc.cum[:2]) * (1 - 1e-12)
+        self.left_layers, self.left_flops = left[0].tolist(), left[1].tolist()
+        if thrifty:
+            score = best[1][:, :1] - span[1]  # FLOPs capacity left unused
+        else:  # furthest end first, then the larger capacity (few hops: for latency)
+            score = -end - best[1][:, :1] / (2 * float(best[1].max()) + 1e-300)
+        order = np.argsort(np.where(has, score, INF), axis=0, kind="stable").T.tolist()
+        self.order = [row[:n] for row, n in zip(order, has.sum(axis=0).tolist())]
+        self.end = end.tolist()
+        self.ends: dict[int, list[int]] = {}
+        self.failed = set() if failed is None else failed
+        self.nodes = self.budget = 0
+
+    def search(self, budget: int, mask: int) -> tuple[list[Span] | None, bool]:
+        """(chain, proven): a chain from boundary 0 using peers in `mask` (bit y: peer y), or
+        None with proven=True (none exists) or proven=False (out of `budget` nodes)."""
+        self.nodes, self.budget = 0, budget
+        try:
+            return self._dfs(0, mask), True
+        except _Budget:
+            return None, False
+
+    def _dfs(self, a: int, mask: int) -> list[Span] | None:
+        if a == self.L:
+            return []
+        key = mask * self.stride + a
+        if key in self.failed:
+            return None
+        self.nodes += 1
+        if self.nodes > self.budget:
+            raise _Budget
+        if not self._enough(a, mask):
+            self.failed.add(key)
+            return None
+        for y in self.order[a]:
+            if (mask >> y) & 1:
+                ends = self.ends.get(a * 64 + y)
+                for b in ends if ends is not None else self._ends(a, y):
+                    rest = self._dfs(b, mask ^ (1 << y))
+                    if rest is not None:
+                        return [(y, a, b), *rest]
+        self.failed.add(key)
+        return None
+
+    def _enough(self, a: int, mask: int) -> bool:
+        """The unused peers' best spans (one each) can still cover the layers and FLOPs left."""
+        cap_l, cap_f, n_l, n_f = self.cap_layers[a], self.cap_flops[a], 0.0, 0.0
+        while mask:
+            low = mask & -mask
+            y = low.bit_length() - 1
+            n_l += cap_l[y]
+            n_f += cap_f[y]
+            mask ^= low
+        return n_l >= self.left_layers[a] and n_f >= self.left_flops[a]
+
+    def _ends(self, a: int, y: int) -> list[int]:
+        """y's ends from a within t, furthest first, without those a further end dominates
+        (see threshold.ChainSearch: a chain from the nearer end can be cut at the further)."""
+        hi = self.end[y][a]
+        row = self.sc.cost[y, a, a + 1:hi + 1].tolist()
+        bits, t, out, least = self.sc.bits, self.t, [], INF
+        for b in range(hi, a, -1):
+            if row[b - a - 1] <= t and bits[b] < least:
+                out.append(b)
+                least = bits[b]
+        self.ends[a * 64 + y] = out
+        return out
+
+
+class _Budget(Exception):
+    """The search ran out of nodes (nothing proven)."""
+
+
+def recut(sc: SpanCosts, chain: list[Span]) -> tuple[list[Span], float]:
+    """The best cuts for the chain's peers in its order (any of them may drop out): a DP over
+    (peer in order, boundary), one (L+1, L+1) array step per peer. Returns (chain, its value)."""
+    Lp1 = sc.cost.shape[1]
+    best = np.full(Lp1, INF)
+    best[0] = sc.floor
+    idx, steps = np.arange(Lp1), []
+    for y, _, _ in chain:
+        via = np.maximum(best[:, None], sc.cost[y])  # (a, b): arrive at a, then y serves [a, b)
+        start = via.argmin(axis=0)
+        value = via[start, idx]
+        take = value < best
+        steps.append((y, start, take))
+        best = np.where(take, value, best)
+    out, b = [], Lp1 - 1
+    for y, start, take in reversed(steps):
+        if b > 0 and take[b]:
+            out.append((y, int(start[b]), b))
+            b = out[-1][1]
+    return out[::-1], float(best[-1])
+
+
+@dataclass(frozen=True)
+class FewResult:
+    """best: the best chain found (None: none); hi its bottleneck; lower_bound proven; decided:
+    the search finished (best is optimal, or no chain exists); costs: the span costs used."""
+
+    best: tuple[Span, ...] | None
+    hi: float
+    lower_bound: float
+    decided: bool
+    costs: SpanCosts | None = None
+
+
+def solve_few(cm: CostModel, budget: int) -> FewResult:
+    """Minimum-bottleneck chain of distinct peers on a small instance (see `fits`), exactly
+    unless more than `budget` search nodes are needed in all."""
+    sc = span_costs(cm)
+    return replace(_Few(sc, budget).run(), costs=sc)
+
+
+class _Few:
+    """The ascent and the descent of `solve_few`; `lb` is proven (no chain has every span cost
+    <= lb), `hi` is the best chain's value (span costs, floor included)."""
+
+    def __init__(self, sc: SpanCosts, budget: int) -> None:
+        self.sc, self.budget = sc, budget
+        self.full = (1 << sc.cost.shape[0]) - 1
+        self.best: tuple[Span, ...] | None = None
+        self.hi, self.lb = INF, 0.0
+
+    def run(self) -> FewResult:
+        sc = self.sc
+        self.lb = counting_bound(sc)
+        if not math.isfinite(self.lb):
+            return FewResult(None, INF, INF, True)
+        top = float(sc.cost[np.isfinite(sc.cost)].max())  # every span is within this
+        failed = self._ascend(top)
+        if failed is None:  # out of budget, or no chain at all
+            return FewResult(None, INF, self.lb, self.lb == INF)
+        while self.hi > self.lb * (1 + CAP_SLACK):  # descend, keeping the states failed so far
+            chain, proven, failed = self._decide(self.hi * (1 - CAP_SLACK), failed)
+            if chain is None:
+                return FewResult(self.best, self.hi, self.hi if proven else self.lb, proven)
+            self._offer(chain)
+        return FewResult(self.best, self.hi, self.hi, True)
+
+    def _ascend(self, top: float) -> set[int] | None:
+        """Decide T just above the bound, then geometrically higher, until a chain turns up;
+        its search's failed states (valid at every smaller T). None: out of budget (lb set)
+        or no chain with every span allowed (lb = inf)."""
+        step, growth = _ASCENT
+        t = self.lb
+        while True:
+            t = min(t * (1 + step), top)
+            step *= growth
+            chain, proven, failed = self._decide(t * (1 + CAP_SLACK))
+            if chain is not None:
+                self._offer(chain)
+                return failed
+            if not proven:
+                return None
+            self.lb = INF if t >= top else max(self.lb, t)
+            if t >= top:
+                return None
+
+    def _decide(self, t: float, failed: set[int] | None = None) -> tuple[list[Span] | None, bool, set[int]]:
+        dec = Decider(self.sc, t, failed)
+        chain, proven = dec.search(self.budget, self.full)
+        self.budget -= dec.nodes
+        return chain, proven, dec.failed
+
+    def _offer(self, chain: list[Span]) -> None:
+        """Take the chain, re-cut for its own peer order when that is better."""
+        cut, value = recut(self.sc, chain)
+        own = chain_value(self.sc, chain)
+        if own <= value:
+            cut, value = chain, own
+        if value < self.hi:
+            self.best, self.hi = tuple(cut), value
+
+
+def chain_value(sc: SpanCosts, chain: list[Span] | tuple[Span, ...]) -> float:
+    """A chain's bottleneck from the span costs (the cost model's value up to round-off)."""
+    cost = sc.cost
+    return max([sc.floor] + [float(cost[y, a, b]) for y, a, b in chain])
+
+
+def fastest_dive(sc: SpanCosts, hi: float, nodes: int) -> tuple[Span, ...] | None:
+    """A chain within hi found by spending the furthest-reaching peers first (few hops, so few
+    transfer latencies: a candidate for the lowest-latency chain among the optimal ones)."""
+    dec = Decider(sc, hi * (1 + CAP_SLACK), thrifty=False)
+    chain, _ = dec.search(nodes, (1 << sc.cost.shape[0]) - 1)
+    return tuple(chain) if chain is not None else None
+
+
+def alive(sc: SpanCosts, hi: float) -> list[int]:
+    """Peers with some span within hi."""
+    return np.flatnonzero(sc.reach[:, :, 0].min(axis=1) <= hi * (1 + CAP_SLACK)).tolist()
