@@ -10,22 +10,26 @@ output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9
 2. Deadlines. While inputs are outstanding on a circuit, the next result must arrive within
    the circuit deadline: the sum over hops of `hop_deadline_s(compute_s + transfer_in_s)`
    (predicted with the measured speed) plus the transfer out. Setup has its own deadline.
-3. No input is lost. Results are kept by input index; when a circuit fails, every input without
-   a result (in flight or not yet sent) is sent again on the next circuit, from the input (hops
-   retain their outputs, but resuming from them is not implemented: docs/reputation.md §9). A late duplicate
-   cannot arrive: a failed circuit is forgotten, so its frames are dropped.
+3. No input is lost. Results are kept by input index. When a circuit fails mid-stream it is
+   kept open until the probes (rule 4) have named the failed hop; then its in-flight inputs are
+   resumed from the retained output of a surviving upstream hop into a suffix circuit planned
+   without the failed peer (p2pinfer/resume.py, `FaultOptions.resume`), next to the following
+   attempt, which sends every other input without a result from the input. Inputs the
+   resumption could not finish go to the attempt after. A late duplicate cannot arrive: a
+   failed circuit is forgotten, so its frames are dropped.
 4. Blame. A refusal names its hop (REFUSED); a setup failure or setup timeout names its hops
    (FAILURE / TIMEOUT). A mid-stream failure (error frame, missed deadline) names no one we can
    trust (a hop may blame its neighbour), so every hop of the circuit is probed: a one-hop
    circuit fed the input of its span (computed locally: the requester holds the weights) with
    that hop's own deadline. A dead hop fails its probe (FAILURE), a staller misses it
    (TIMEOUT), a wrong output is a verification failure; hops that pass are not blamed.
-5. Spot checks are audits after the fact. Every input runs on the attempt's one circuit. Hop
-   i of input x is audited iff `hooks.should_check` (probation: always); the hop cannot know:
-   the choice is made by the requester's secret and acted on only after the result arrived.
-   The audit fetches hop i's input (hop i-1's retained output, or the requester's input) and
-   output (hop i's retained output, or the result), each checked against its commitment
-   (core/audit.py), re-runs the span locally (trusted) and settles (core/verification.py).
+5. Spot checks are audits after the fact (p2pinfer/audits.py). Every input runs on the
+   attempt's one circuit. Hop i of input x is audited iff `hooks.should_check` (probation:
+   always); the hop cannot know: the choice is made by the requester's secret and acted on only
+   after the result arrived. The audit fetches hop i's input (hop i-1's retained output, or the
+   requester's input) and output (hop i's retained output, or the result), each checked against
+   its commitment (core/audit.py), re-runs the span locally (trusted) and settles
+   (core/verification.py). Resumed inputs are audited the same way over their whole route.
    The result is accepted only when its audits pass. A proven-wrong hop (wrong output, or
    retained bytes that contradict its commitment) is excluded at once, the attempt is
    abandoned, and every result of this run that passed through that hop unaudited is
@@ -44,30 +48,28 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import trio
 from libp2p.peer.id import ID
 
-from p2pinfer.core.audit import INPUT, RESULT, evidence_needed, evidence_matches
+from p2pinfer.audits import Leg, audit, flat, structure  # noqa: F401 (flat: probe.py and tests import it from here)
 from p2pinfer.core.circuit import HopSpec, Result
-from p2pinfer.core.codec import Activation, activation_from_cbor, decode_strict
+from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.core.reputation import EventKind
 from p2pinfer.core.snapshot import SwarmSnapshot
-from p2pinfer.core.verification import Execution, Verdict, settle
 from p2pinfer.errgroups import unwrapped
-from p2pinfer.errors import (CircuitError, HopFailedError, HopRefusedError, NetworkError, NoRouteError, PlanError,
-                             VerificationError, WireError)
+from p2pinfer.errors import CircuitError, HopFailedError, HopRefusedError, NetworkError, NoRouteError, PlanError, VerificationError
 from p2pinfer.models import profiling
 from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_client import hop_specs
 from p2pinfer.net.hop_protocol import to_numpy, to_torch
+from p2pinfer.hop_work import HopWork, hop_record, issue_receipts, span_flops
+from p2pinfer.resume import Broken, first_failed, resume
 
 log = logging.getLogger(__name__)
 
-REQUESTER = "requester"  # the trusted executor's name in a settlement
 RETRYABLE = (CircuitError, NetworkError)
 
 
@@ -82,23 +84,7 @@ class RunOutcome:
     attempts: int
     wall_s: float
     excluded: frozenset[str]
-
-
-def structure(act: Activation) -> tuple:
-    """(name, shape, dtype kind) of every array: two outputs are comparable only if equal."""
-    items = sorted(act.items()) if isinstance(act, Mapping) else [("x", act)]
-    return tuple((name, np.asarray(a).shape, np.asarray(a).dtype.kind) for name, a in items)
-
-
-def flat(act: Activation, like: Activation | None = None) -> np.ndarray:
-    """The arrays' values as one float64 vector (names sorted), to compare with verification's
-    tolerance. With `like`: a structure different from `like`'s gives a vector that agrees with
-    nothing (shape headers are NOT mixed into the values: they would inflate the tolerance)."""
-    if like is not None and structure(act) != structure(like):
-        return np.full(1, np.nan)
-    items = sorted(act.items()) if isinstance(act, Mapping) else [("x", act)]
-    parts = [np.asarray(a).astype(np.float64, copy=False).ravel() for _name, a in items]
-    return np.concatenate(parts) if parts else np.zeros(0)
+    resumed: int = 0  # inputs resumed from an upstream hop's retained output (p2pinfer/resume.py)
 
 
 class ResilientRun:
@@ -121,16 +107,43 @@ class ResilientRun:
         self.plan: Plan | None = None  # the running attempt's
         self.plan_of: dict[int, Plan | None] = {}  # which attempt's plan computed each result
         self.missing_commits = 0  # commitments that did not arrive within commit_timeout_s
+        self.broken: Broken | None = None  # the last failed circuit, kept open for resumption
+        self.resuming: set[int] = set()  # inputs a resumption is working on (not re-sent meanwhile)
+        self.resumed = 0
+        self._settled = trio.Event()  # set (and replaced) whenever a resumption ends
 
     # ---- attempts ----
 
     async def run(self) -> RunOutcome:
         t0 = time.perf_counter()
+        try:
+            with unwrapped():  # a NoRouteError raised next to running resumptions: not a group
+                async with trio.open_nursery() as resumes:
+                    attempts, last, plan, snapshot, excluded = await self._attempts(resumes)
+        finally:
+            if self.broken is not None:  # cancelled between the failure and its resumption
+                await self._close(self.broken.circuit, True, self.broken.specs, self.broken.work)
+        if len(self.results) < len(self.batch) or plan is None or snapshot is None:
+            raise NoRouteError(f"{self.manifest.name}: {len(self.batch) - len(self.results)} input(s) without a result "
+                               f"after {attempts} attempt(s); last failure: {last}")
+        order = range(len(self.batch))
+        return RunOutcome(tuple(self.results[i][0] for i in order), tuple(self.results[i][1] for i in order),
+                          tuple(self.results[i][2] for i in order if self.plan_of[i] is plan), plan, snapshot,
+                          self.setup_ms, attempts, time.perf_counter() - t0, excluded, self.resumed)
+
+    async def _attempts(self, resumes: trio.Nursery) -> tuple[int, Exception | None, Plan | None, Any, frozenset[str]]:
+        """Rule 1: attempts until every input has a result (resumptions run in `resumes`)."""
         excluded: frozenset[str] = frozenset()
         last: Exception | None = None
         plan = snapshot = None
         attempts = 0
-        for attempts in range(1, self.rq.config.max_attempts + 1):
+        while len(self.results) < len(self.batch):
+            if not self._todo() or attempts == self.rq.config.max_attempts:
+                if not self.resuming:
+                    break
+                await self._settled.wait()  # bounded: every resumption step has deadlines
+                continue
+            attempts += 1
             snapshot, plan, addrs = await self._plan(excluded, last, attempts)
             try:
                 with unwrapped():
@@ -142,17 +155,35 @@ class ResilientRun:
                 blamed = await self._blame(plan, addrs, exc)
                 excluded |= blamed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
-                continue
-            if len(self.results) == len(self.batch):
-                break
-        if len(self.results) < len(self.batch) or plan is None or snapshot is None:
-            raise NoRouteError(f"{self.manifest.name}: {len(self.batch) - len(self.results)} input(s) without a result "
-                               f"after {attempts} attempt(s); last failure: {last}")
-        order = range(len(self.batch))
-        return RunOutcome(tuple(self.results[i][0] for i in order), tuple(self.results[i][1] for i in order),
-                          tuple(self.results[i][2] for i in order if self.plan_of[i] is plan), plan, snapshot,
-                          self.setup_ms, attempts,
-                          time.perf_counter() - t0, excluded)
+                await self._resume_after(resumes, blamed, excluded)
+        return attempts, last, plan, snapshot, excluded
+
+    def _todo(self) -> list[int]:
+        return [i for i in range(len(self.batch)) if i not in self.results and i not in self.resuming]
+
+    async def _resume_after(self, nursery: trio.Nursery, blamed: frozenset[str], excluded: frozenset[str]) -> None:
+        """Rule 3: resume the failed circuit's in-flight inputs next to the following attempts
+        (or just close it when there is nothing upstream of the failure to resume from)."""
+        broken, self.broken = self.broken, None
+        if broken is None:
+            return
+        if not self.hooks.options.resume or not first_failed(broken.specs, blamed):
+            return await self._close(broken.circuit, True, broken.specs, broken.work)
+        idxs = {idx for idx, _sent, _checked in broken.outstanding.values() if idx not in self.results}
+        self.resuming |= idxs
+
+        async def task() -> None:
+            try:
+                n = await resume(self, broken, blamed, excluded)
+                log.info("resumed %d of %d in-flight input(s) from upstream hops", n, len(idxs))
+            except Exception:  # task boundary: a failed resumption only means restarting from the input
+                log.exception("resumption failed; its inputs restart from the input")
+            finally:
+                self.resuming -= idxs
+                self._settled.set()
+                self._settled = trio.Event()
+
+        nursery.start_soon(task)
 
     async def _plan(self, excluded: frozenset[str], last: Exception | None,
                     number: int) -> tuple[SwarmSnapshot, Plan, dict[str, tuple[str, ...]]]:
@@ -176,22 +207,31 @@ class ResilientRun:
         started = time.perf_counter()
         circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=specs)
         self.setup_ms = (time.perf_counter() - started) * 1000
-        todo = [i for i in range(len(self.batch)) if i not in self.results]
-        work = _Work(len(specs))
-        failed = True
-        try:
-            await self._pump(circuit, plan, specs, todo, deadline, work, number)
-            failed = False
-        finally:
-            with trio.CancelScope(shield=True):
-                await (circuit.abort() if failed else circuit.aclose())
-                with trio.move_on_after(10):
-                    await self._receipts(circuit.circuit_id, specs, work)
-
-    async def _pump(self, circuit: Any, plan: Plan, specs: list[HopSpec], todo: list[int], deadline: float,
-                    work: "_Work", number: int) -> None:
-        window = trio.Semaphore(self.rq.config.max_in_flight)
+        work = HopWork(len(specs))
         outstanding: dict[int, tuple[int, float, tuple[int, ...]]] = {}  # seq -> (input, sent at, audited hops)
+        failed, keep = True, False
+        try:
+            with unwrapped():
+                await self._pump(circuit, specs, self._todo(), deadline, work, number, outstanding)
+            failed = False
+        except RETRYABLE as exc:  # kept open for resumption (rule 3) unless a hop was proven wrong
+            keep = bool(outstanding) and not isinstance(exc, (VerificationError, HopRefusedError))
+            if keep:
+                self.broken = Broken(circuit, specs, outstanding, work)
+            raise
+        finally:
+            if not keep:
+                await self._close(circuit, failed, specs, work)
+
+    async def _close(self, circuit: Any, failed: bool, specs: Sequence[HopSpec], work: HopWork) -> None:
+        with trio.CancelScope(shield=True):
+            await (circuit.abort() if failed else circuit.aclose())
+            with trio.move_on_after(10):
+                await issue_receipts(self.hooks, self.manifest.model_id, circuit.circuit_id, specs, work)
+
+    async def _pump(self, circuit: Any, specs: list[HopSpec], todo: list[int], deadline: float, work: HopWork,
+                    number: int, outstanding: dict[int, tuple[int, float, tuple[int, ...]]]) -> None:
+        window = trio.Semaphore(self.rq.config.max_in_flight)
         state = {"sent_all": False, "wake": trio.Event()}
 
         async def sender() -> None:
@@ -216,7 +256,7 @@ class ResilientRun:
             watching.cancel_scope.cancel()
 
     async def _collect(self, circuit: Any, specs: list[HopSpec], outstanding: dict[int, tuple[int, float, tuple[int, ...]]],
-                       state: dict[str, Any], window: trio.Semaphore, deadline: float, work: "_Work",
+                       state: dict[str, Any], window: trio.Semaphore, deadline: float, work: HopWork,
                        nursery: trio.Nursery) -> None:
         """Receive until every input sent has its result (deadline per result); audited results
         are accepted by their audit task."""
@@ -285,7 +325,7 @@ class ResilientRun:
             if lost:
                 raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-circuit")
 
-    async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: "_Work",
+    async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: HopWork,
                       audited: Sequence[int] = ()) -> None:
         """A result: record its hops as completed and keep it by index; `via` names the hops it
         passed through unaudited (recalled if one of them is caught later)."""
@@ -293,8 +333,8 @@ class ResilientRun:
         done = []
         for j, spec in enumerate(specs):
             measured = min(r.trace[j] / 1e6 if j < len(r.trace) else wall, wall)
-            done.append(self._hop_record(spec, measured))
-            work.add(j, self._span_flops(spec), measured)
+            done.append(hop_record(self.profile, self.rq.last_specs, spec, measured))
+            work.add(j, span_flops(self.profile, spec), measured)
         await trio.to_thread.run_sync(self.hooks.hops_ok, done)
         via = frozenset(s.peer_id for j, s in enumerate(specs) if j not in audited)
         if via & self.convicted:  # caught by a concurrent audit while we were recording
@@ -308,16 +348,11 @@ class ResilientRun:
     # ---- audits: spot checks after the fact (rule 5) ----
 
     async def _audited(self, circuit: Any, r: Result, idx: int, sent: float, specs: list[HopSpec],
-                       checked: tuple[int, ...], work: "_Work", window: trio.Semaphore, nursery: trio.Nursery) -> None:
+                       checked: tuple[int, ...], work: HopWork, window: trio.Semaphore, nursery: trio.Nursery) -> None:
         """Audit the chosen hops of this result, then accept it. The first failed audit ends the
         attempt (kept in `self.audit_failure`; concurrent audits are cancelled, not re-blamed)."""
         try:
-            key = self.nonce + idx.to_bytes(4, "big")
-            for k in checked:
-                given = await self._evidence(circuit, r, idx, specs, k, as_input=True)
-                got = await self._evidence(circuit, r, idx, specs, k, as_input=False)
-                await self._verify(specs[k], given, got, idx, key)
-            self.audits += len(checked)
+            await audit(self, (Leg(circuit, r.seq, tuple(specs)),), r, idx, checked)
             circuit.machine.forget_seq(r.seq)
             await self._accept(idx, r, sent, specs, work, audited=checked)
         except RETRYABLE as exc:
@@ -326,31 +361,6 @@ class ResilientRun:
             nursery.cancel_scope.cancel()
         finally:
             window.release()
-
-    async def _evidence(self, circuit: Any, r: Result, idx: int, specs: list[HopSpec], k: int, *,
-                        as_input: bool) -> Activation:
-        """Hop k's verified input (as_input) or output for this result (core/audit.py rule 4)."""
-        src = evidence_needed(k, len(specs))[0 if as_input else 1]
-        if src == INPUT:
-            return self.batch[idx]
-        if src == RESULT:
-            return r.act
-        peer = specs[src].peer_id
-        try:
-            data = await circuit.retained(src, r.seq, timeout=self.hooks.options.audit_timeout_s)
-        except (NetworkError, WireError) as exc:
-            raise HopFailedError((peer,), "failure", f"hop {peer} failed an audit of input {idx}: {exc}") from None
-        if data is None:
-            raise HopFailedError((peer,), "failure", f"hop {peer} no longer holds its output for input {idx}")
-        commit = circuit.machine.committed(src, r.seq)
-        try:
-            if commit is None or not evidence_matches(data, commit):
-                raise WireError("retained output does not match its commitment")
-            return activation_from_cbor(decode_strict(data, max_size=self.rq.client.config.max_frame))
-        except WireError as exc:
-            detail = f"hop {peer} showed an audit of {self.manifest.name} input {idx} a different output: {exc}"
-            await self._convict(peer, detail)
-            raise VerificationError(peer, detail) from None
 
     async def _one_circuit(self, specs: Sequence[HopSpec], act: Activation, deadline: float) -> tuple[Result, bytes]:
         circuit = await self.rq.client.open_circuit(model_id=self.manifest.model_id, hops=list(specs))
@@ -363,18 +373,6 @@ class ResilientRun:
         with trio.CancelScope(shield=True):
             await circuit.aclose()
         return r, circuit.circuit_id
-
-    async def _verify(self, spec: HopSpec, given: Activation, got: Activation, idx: int, key: bytes) -> None:
-        """Settle one checked hop against the requester's own (trusted) execution of its span."""
-        want = await self.run_local(spec.start, spec.stop, given)
-        decision = settle([Execution(spec.peer_id, flat(got, want)), Execution(REQUESTER, flat(want), trusted=True)],
-                          self.hooks.options.policy)
-        assert isinstance(decision, Verdict)  # a trusted execution always settles
-        if spec.peer_id in decision.penalised:
-            detail = f"layers [{spec.start},{spec.stop}) of {self.manifest.name}, input {idx}"
-            recalled = await self._convict(spec.peer_id, detail)
-            raise VerificationError(spec.peer_id, f"hop {spec.peer_id} returned a wrong output for {detail} "
-                                    f"(excluded; {recalled} earlier result(s) through it recomputed)")
 
     async def run_local(self, start: int, stop: int, act: Activation) -> Activation:
         """Layers [start, stop) computed by the requester itself (it holds every weight)."""
@@ -399,39 +397,3 @@ class ResilientRun:
         from p2pinfer.probe import probe_hops  # the mid-stream case: probe every hop
 
         return await probe_hops(self, plan, addrs, exc)
-
-    # ---- bookkeeping ----
-
-    def _span_flops(self, spec: HopSpec) -> int:
-        return int(sum(layer.flops for layer in self.profile.layers[spec.start:spec.stop]))
-
-    def _hop_record(self, spec: HopSpec, measured: float) -> tuple:
-        peer = self.rq.last_specs.get(spec.peer_id)
-        by_class: dict[str, int] = {}
-        for layer in self.profile.layers[spec.start:spec.stop]:
-            for cls, f in layer.flops_by_class.items():
-                by_class[cls] = by_class.get(cls, 0) + int(f)
-        adv = peer.gflops if peer else 1.0
-        adv_by_class = dict(peer.gflops_by_class) if peer else {}
-        return (spec.peer_id, self._span_flops(spec), by_class, measured, adv, adv_by_class)
-
-    async def _receipts(self, circuit_id: bytes, specs: Sequence[HopSpec], work: "_Work") -> None:
-        items = [(s.peer_id, s.addrs, s.start, s.stop, work.flops[i], work.seconds[i])
-                 for i, s in enumerate(specs) if work.count[i]]
-        try:
-            await self.hooks.issue_receipts(circuit_id=circuit_id, model_id=self.manifest.model_id, work=items)
-        except Exception:  # task boundary: receipts never fail a request
-            log.exception("issuing receipts for circuit %s failed", circuit_id.hex()[:8])
-
-
-class _Work:
-    """Per hop of one circuit: completed inputs, flops and measured seconds (for its receipt)."""
-
-    def __init__(self, hops: int) -> None:
-        self.count, self.flops, self.seconds = [0] * hops, [0] * hops, [0.0] * hops
-
-    def add(self, i: int, flops: int, seconds: float) -> None:
-        if i < len(self.count):
-            self.count[i] += 1
-            self.flops[i] += flops
-            self.seconds[i] += seconds

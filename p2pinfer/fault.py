@@ -55,7 +55,9 @@ class FaultOptions:
     """Knobs of the fault handling. `policy`: spot-check fraction and probation;
     `deadline_slack`/`deadline_grace_s`: per-hop deadline = slack * predicted + grace;
     `probe_setup_s`: extra time a failure probe gets for its one-hop circuit setup;
-    `send_receipts`: give each hop its signed receipt over the network."""
+    `send_receipts`: give each hop its signed receipt over the network; `resume`: after a
+    mid-stream failure, resume in-flight inputs from a surviving upstream hop instead of
+    restarting them from the input (docs/reputation.md §9)."""
 
     policy: VerificationPolicy = VerificationPolicy()
     deadline_slack: float = 4.0
@@ -65,6 +67,7 @@ class FaultOptions:
     send_receipts: bool = True
     commit_timeout_s: float = 2.0  # how long a result waits for its hops' commitments
     audit_timeout_s: float = 10.0  # one audit fetch of a retained output
+    resume: bool = True  # resume in-flight inputs from an upstream hop's retained output (p2pinfer/resume.py)
 
     def __post_init__(self) -> None:
         if not (self.deadline_slack >= 1 and self.deadline_grace_s >= 0):

@@ -27,6 +27,7 @@ committed output digests, so C's first hop's commitment must match what U commit
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -178,3 +179,15 @@ def adopt(suffix: Any, digests: Sequence[bytes]) -> tuple[int, bytes]:
     for i, d in enumerate(digests):
         suffix.input_hashes[first + i] = d
     return first, suffix._keys[0]
+
+
+def prefix_digest(input_hash: bytes | None, commits: Sequence[wire.HopCommit | None]) -> bytes | None:
+    """The activation a holder may hand off for one seq, as the requester can trust it: the
+    last hop's committed output digest, if every hop of the prefix committed and the
+    commitments chain from the requester's own input digest (else None: restart from input)."""
+    left = input_hash
+    for c in commits:
+        if c is None or left is None or not hmac.compare_digest(left, c.in_hash):
+            return None
+        left = c.out_hash
+    return left if commits else None
