@@ -7,6 +7,8 @@ Protocols (each frame is varint-length-prefixed; the length is checked before th
   ResultFrames there, and any hop writes ErrorFrames there.
 - "/p2pinfer/audit/1.0.0": AuditRequests in (from the requester), one AuditReply out for each:
   a retained output, sealed to the requester (core/audit.py).
+- "/p2pinfer/handoff/1.0.0": a requester-signed handoff in (net/reroute_protocol.py): retained
+  outputs re-sent into a suffix circuit when a later hop failed (resumption).
 - "/p2pinfer/receipt/1.0.0": receipts for completed hops (net/receipts_protocol.py), served by
   HopNodeService when the node has a ledger.
 
@@ -50,6 +52,7 @@ from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, re
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, run_pipeline
 from p2pinfer.net.receipts_protocol import ReceiptService
+from p2pinfer.net.reroute_protocol import HANDOFF_PROTOCOL, HandoffHandler
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,8 @@ class HopService:
                               io_timeout_s=config.io_timeout_s, send_delay=send_delay)
         self._forwarder = Forwarder(self.machine, self.links, self._forget)
         self._pipelines = StreamScopes()
+        self.handoffs = HandoffHandler(host, identity, self.machine, io_timeout_s=config.io_timeout_s,  # resumption
+                                       max_frame=config.max_frame, clock=clock)
 
     @property
     def counters(self) -> hopm.HopCounters:
@@ -152,6 +157,7 @@ class HopService:
         self.host.set_stream_handler(CIRCUIT_PROTOCOL, self._on_circuit_stream)
         self.host.set_stream_handler(HOP_PROTOCOL, self._on_hop_stream)
         self.host.set_stream_handler(AUDIT_PROTOCOL, self._on_audit_stream)
+        self.host.set_stream_handler(HANDOFF_PROTOCOL, self.handoffs)
         try:
             task_status.started()
             while True:
@@ -162,6 +168,7 @@ class HopService:
             self.host.remove_stream_handler(CIRCUIT_PROTOCOL)
             self.host.remove_stream_handler(HOP_PROTOCOL)
             self.host.remove_stream_handler(AUDIT_PROTOCOL)
+            self.host.remove_stream_handler(HANDOFF_PROTOCOL)
             with trio.CancelScope(shield=True):
                 for cid in set(self.links.circuits()) | set(self._manifests):
                     await self._forget(cid)
