@@ -37,6 +37,7 @@ from .threshold import CAP_SLACK
 MAX_PEERS = 16  # "few peers": masks of at most this many bits
 MAX_CELLS = 300_000  # ... and P * (L+1)^2 span costs at most
 _ASCENT = (0.004, 2.0)  # first relative step above the bound, growth factor
+_RECOMPILE = 0.03  # the descent recompiles its decider after T fell this much (stronger cuts)
 INF = math.inf
 
 
@@ -47,10 +48,11 @@ def fits(cm: CostModel) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class SpanCosts:
-    """Every span's cost on every peer, and what the searches derive from it once."""
+    """Every span's cost on every peer, and what the searches derive from it once. Arrays are
+    indexed [end b, peer y, start a]: running minima over b then run over the outer axis."""
 
-    cost: np.ndarray  # (P, L+1, L+1) c(y, a, b); inf where b <= a or the span does not fit
-    reach: np.ndarray  # (P, L+1, L+1) min over b' >= b of cost: "some end at or after b is within T"
+    cost: np.ndarray  # (L+1, P, L+1) c(y, a, b); inf where b <= a or the span does not fit
+    reach: np.ndarray  # (L+1, P, L+1) min over b' >= b of cost: "some end at or after b is within T"
     floor: float  # the requester's link parts, in every chain
     cum: np.ndarray  # (3, L+1) cumulative layers, FLOPs, parameter bytes (capacity weights)
     bits: list[float]  # bits crossing each boundary (the dominance rule among ends)
@@ -59,13 +61,13 @@ class SpanCosts:
 def span_costs(cm: CostModel) -> SpanCosts:
     L, Lp1 = cm.num_layers, cm.num_layers + 1
     st = cm.stage
-    cost = st[:, None, :] - st[:, :, None]  # (P, a, b) stage of [a, b)
-    np.maximum(cost, (cm.bits[None, :] * cm.inv_down[:, None])[:, :, None], out=cost)
-    np.maximum(cost, (cm.bits[None, :] * cm.inv_up[:, None])[:, None, :], out=cost)
-    span_params = cm.params[None, :] - cm.params[:, None]  # (a, b)
-    ok = (span_params[None, :, :] <= cm.mem[:, None, None]) & np.triu(np.ones((Lp1, Lp1), dtype=bool), k=1)
-    cost[~ok] = INF
-    reach = np.minimum.accumulate(cost[:, :, ::-1], axis=2)[:, :, ::-1]
+    cost = st.T[:, :, None] - st[None, :, :]  # (b, y, a) stage of [a, b)
+    np.maximum(cost, (cm.bits[:, None] * cm.inv_up[None, :])[:, :, None], out=cost)  # y sends at b
+    np.maximum(cost, (cm.inv_down[:, None] * cm.bits[None, :])[None, :, :], out=cost)  # y receives at a
+    span_params = cm.params[:, None] - cm.params[None, :]  # (b, a)
+    bad = (span_params[:, None, :] > cm.mem[None, :, None]) | np.triu(np.ones((Lp1, Lp1), dtype=bool))[:, None, :]
+    np.putmask(cost, bad, INF)
+    reach = np.minimum.accumulate(cost[::-1], axis=0)[::-1]
     floor = float(max(cm.bits[0] * cm.src_inv_up, cm.bits[L] * cm.req_inv_down))
     cum = np.stack([np.arange(Lp1, dtype=float), np.concatenate([[0.0], np.cumsum(cm.layer_flops)]),
                     cm.params.astype(float)])
@@ -80,11 +82,11 @@ def counting_bound(sc: SpanCosts) -> float:
     Summed over peers it must reach the model's total; the answer is a span cost itself.
     (Orders and running maxima use float keys: errors of about 1e-15 relative, inside the 1e-12
     slack on the totals.)"""
-    front = np.concatenate([sc.cost[:, :, :-1] < sc.reach[:, :, 1:], np.isfinite(sc.cost[:, :, -1:])], axis=2)
-    ys, a, b = np.nonzero(front)  # where the furthest end within T from (peer, start) moves
+    front = np.concatenate([sc.cost[:-1] < sc.reach[1:], np.isfinite(sc.cost[-1:])], axis=0)
+    b, ys, a = np.nonzero(front)  # where the furthest end within T from (peer, start) moves
     if len(ys) == 0:
         return INF
-    cost = sc.cost[ys, a, b]
+    cost = sc.cost[b, ys, a]
     order = np.argsort(ys * (4.0 * float(cost.max())) + cost, kind="stable")  # by peer, then cost
     ys, a, b, cost = ys[order], a[order], b[order], cost[order]
     first = np.flatnonzero(np.concatenate([[True], ys[1:] != ys[:-1]]))  # each peer's first event
@@ -117,11 +119,11 @@ class Decider:
     any larger bound, so a search at a smaller t may start from a previous one's."""
 
     def __init__(self, sc: SpanCosts, t: float, failed: set[int] | None = None, thrifty: bool = True) -> None:
-        self.sc, self.t = sc, t
-        P, Lp1 = sc.cost.shape[:2]
+        self.sc, self.t, self.compiled = sc, t, t
+        Lp1 = sc.cost.shape[0]
         self.L, self.stride = Lp1 - 1, Lp1
         a = np.arange(Lp1)[None, :]
-        end = (sc.reach <= t).sum(axis=2) - 1  # (P, L+1): furthest end within t from a (-1: none)
+        end = (sc.reach <= t).sum(axis=0) - 1  # (P, L+1): furthest end within t from a (-1: none)
         has = end > a
         span = np.where(has[None], sc.cum[:, np.maximum(end, 0)] - sc.cum[:, None, :], 0.0)  # (3, P, L+1)
         best = np.maximum.accumulate(span[:, :, ::-1], axis=2)[:, :, ::-1]  # best span starting >= a
@@ -138,6 +140,11 @@ class Decider:
         self.ends: dict[int, list[int]] = {}
         self.failed = set() if failed is None else failed
         self.nodes = self.budget = 0
+
+    def retarget(self, t: float) -> None:
+        """Decide a smaller t with the arrays compiled for this one: the furthest ends and the
+        capacities stay valid upper limits (only weaker), the ends are listed anew."""
+        self.t, self.ends = min(t, self.t), {}
 
     def search(self, budget: int, mask: int) -> tuple[list[Span] | None, bool]:
         """(chain, proven): a chain from boundary 0 using peers in `mask` (bit y: peer y), or
@@ -185,7 +192,7 @@ class Decider:
         """y's ends from a within t, furthest first, without those a further end dominates
         (see threshold.ChainSearch: a chain from the nearer end can be cut at the further)."""
         hi = self.end[y][a]
-        row = self.sc.cost[y, a, a + 1:hi + 1].tolist()
+        row = self.sc.cost[a + 1:hi + 1, y, a].tolist()
         bits, t, out, least = self.sc.bits, self.t, [], INF
         for b in range(hi, a, -1):
             if row[b - a - 1] <= t and bits[b] < least:
@@ -202,14 +209,14 @@ class _Budget(Exception):
 def recut(sc: SpanCosts, chain: list[Span]) -> tuple[list[Span], float]:
     """The best cuts for the chain's peers in its order (any of them may drop out): a DP over
     (peer in order, boundary), one (L+1, L+1) array step per peer. Returns (chain, its value)."""
-    Lp1 = sc.cost.shape[1]
+    Lp1 = sc.cost.shape[0]
     best = np.full(Lp1, INF)
     best[0] = sc.floor
     idx, steps = np.arange(Lp1), []
     for y, _, _ in chain:
-        via = np.maximum(best[:, None], sc.cost[y])  # (a, b): arrive at a, then y serves [a, b)
-        start = via.argmin(axis=0)
-        value = via[start, idx]
+        via = np.maximum(best[None, :], sc.cost[:, y, :])  # (b, a): arrive at a, then y serves [a, b)
+        start = via.argmin(axis=1)
+        value = via[idx, start]
         take = value < best
         steps.append((y, start, take))
         best = np.where(take, value, best)
@@ -246,7 +253,7 @@ class _Few:
 
     def __init__(self, sc: SpanCosts, budget: int) -> None:
         self.sc, self.budget = sc, budget
-        self.full = (1 << sc.cost.shape[0]) - 1
+        self.full = (1 << sc.cost.shape[1]) - 1
         self.best: tuple[Span, ...] | None = None
         self.hi, self.lb = INF, 0.0
 
@@ -256,40 +263,42 @@ class _Few:
         if not math.isfinite(self.lb):
             return FewResult(None, INF, INF, True)
         top = float(sc.cost[np.isfinite(sc.cost)].max())  # every span is within this
-        failed = self._ascend(top)
-        if failed is None:  # out of budget, or no chain at all
+        dec = self._ascend(top)
+        if dec is None:  # out of budget, or no chain at all
             return FewResult(None, INF, self.lb, self.lb == INF)
         while self.hi > self.lb * (1 + CAP_SLACK):  # descend, keeping the states failed so far
-            chain, proven, failed = self._decide(self.hi * (1 - CAP_SLACK), failed)
+            t = self.hi * (1 - CAP_SLACK)
+            if t < dec.compiled * (1 - _RECOMPILE):
+                dec = Decider(sc, t, dec.failed)
+            else:
+                dec.retarget(t)
+            chain, proven = dec.search(self.budget, self.full)
+            self.budget -= dec.nodes
             if chain is None:
                 return FewResult(self.best, self.hi, self.hi if proven else self.lb, proven)
             self._offer(chain)
         return FewResult(self.best, self.hi, self.hi, True)
 
-    def _ascend(self, top: float) -> set[int] | None:
+    def _ascend(self, top: float) -> Decider | None:
         """Decide T just above the bound, then geometrically higher, until a chain turns up;
-        its search's failed states (valid at every smaller T). None: out of budget (lb set)
-        or no chain with every span allowed (lb = inf)."""
+        the decider that found it (its failed states hold at every smaller T). None: out of
+        budget (lb set) or no chain with every span allowed (lb = inf)."""
         step, growth = _ASCENT
         t = self.lb
         while True:
             t = min(t * (1 + step), top)
             step *= growth
-            chain, proven, failed = self._decide(t * (1 + CAP_SLACK))
+            dec = Decider(self.sc, t * (1 + CAP_SLACK))
+            chain, proven = dec.search(self.budget, self.full)
+            self.budget -= dec.nodes
             if chain is not None:
                 self._offer(chain)
-                return failed
+                return dec
             if not proven:
                 return None
             self.lb = INF if t >= top else max(self.lb, t)
             if t >= top:
                 return None
-
-    def _decide(self, t: float, failed: set[int] | None = None) -> tuple[list[Span] | None, bool, set[int]]:
-        dec = Decider(self.sc, t, failed)
-        chain, proven = dec.search(self.budget, self.full)
-        self.budget -= dec.nodes
-        return chain, proven, dec.failed
 
     def _offer(self, chain: list[Span]) -> None:
         """Take the chain, re-cut for its own peer order when that is better."""
@@ -304,17 +313,17 @@ class _Few:
 def chain_value(sc: SpanCosts, chain: list[Span] | tuple[Span, ...]) -> float:
     """A chain's bottleneck from the span costs (the cost model's value up to round-off)."""
     cost = sc.cost
-    return max([sc.floor] + [float(cost[y, a, b]) for y, a, b in chain])
+    return max([sc.floor] + [float(cost[b, y, a]) for y, a, b in chain])
 
 
 def fastest_dive(sc: SpanCosts, hi: float, nodes: int) -> tuple[Span, ...] | None:
     """A chain within hi found by spending the furthest-reaching peers first (few hops, so few
     transfer latencies: a candidate for the lowest-latency chain among the optimal ones)."""
     dec = Decider(sc, hi * (1 + CAP_SLACK), thrifty=False)
-    chain, _ = dec.search(nodes, (1 << sc.cost.shape[0]) - 1)
+    chain, _ = dec.search(nodes, (1 << sc.cost.shape[1]) - 1)
     return tuple(chain) if chain is not None else None
 
 
 def alive(sc: SpanCosts, hi: float) -> list[int]:
     """Peers with some span within hi."""
-    return np.flatnonzero(sc.reach[:, :, 0].min(axis=1) <= hi * (1 + CAP_SLACK)).tolist()
+    return np.flatnonzero(sc.reach[0].min(axis=1) <= hi * (1 + CAP_SLACK)).tolist()
