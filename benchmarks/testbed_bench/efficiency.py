@@ -4,10 +4,12 @@
 
 On one full core (run outside any cgroup), with one torch thread as the nodes compute: the
 node calibration (models/calibrate, in a worker thread as in a node) and each whole model timed
-with the nodes' executor. The
-ratio predicted / measured is the model's efficiency against the calibration kernels; the cost
-model assumes 1. It isolates one source of cost-model error (the kernels' FLOP rate is not the
-model's) from the testbed's others (frame handling on the quota, host contention).
+with the nodes' executor in a worker thread, both in CPU seconds of that thread, so other work
+on the host does not move the ratio (wall time did: the reference read 14.8 GFLOP/s once with
+the testbed's nodes busy, 63 on a quiet host). The ratio predicted / measured is the model's
+efficiency against the calibration kernels; the cost model assumes 1. It isolates one source of
+cost-model error (the kernels' FLOP rate is not the model's) from the testbed's others (frame
+handling on the quota, host contention).
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def in_worker_thread(fn: Callable[[], T]) -> T:
     return out[0]
 
 
+def _cpu_times(executor: SpanExecutor, manifest: object, x: object, reps: int = 3) -> list[float]:
+    """CPU seconds of this thread per whole-model run (after a build + warm-up run)."""
+    torch.set_num_threads(1)
+    executor.run(manifest, 0, manifest.num_layers, x)  # type: ignore[attr-defined]
+    times = []
+    for _ in range(reps):
+        start = time.thread_time()
+        executor.run(manifest, 0, manifest.num_layers, x)  # type: ignore[attr-defined]
+        times.append(time.thread_time() - start)
+    return times
+
+
 def main(models: list[str]) -> dict[str, object]:
     torch.set_num_threads(1)
     store = store_for(None)
@@ -56,13 +70,7 @@ def main(models: list[str]) -> dict[str, object]:
     out: dict[str, object] = {"gflops": calibration.gflops, "by_class": dict(calibration.by_class), "models": {}}
     for name in models:
         manifest = zoo.get_manifest(name, store=store)
-        executor, x = SpanExecutor(store, threads=1), sample_input(manifest, store)
-        executor.run(manifest, 0, manifest.num_layers, x)  # build + warm up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            executor.run(manifest, 0, manifest.num_layers, x)
-            times.append(time.perf_counter() - start)
+        times = in_worker_thread(lambda: _cpu_times(SpanExecutor(store, threads=1), manifest, sample_input(manifest, store)))
         swarm = SwarmSnapshot(RequesterSpec(1.0, 1.0, 0.0), (peer,))
         cm = build_costs(profiling.profile(manifest, store), swarm, PlannerOptions(amortize_requests=None))
         predicted = float(cm.compute[0, -1])  # the cost model's compute seconds for the whole model
