@@ -26,8 +26,11 @@ search (core/bottleneck.py) with what was found and proven here.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -151,42 +154,41 @@ class Decider:
         None with proven=True (none exists) or proven=False (out of `budget` nodes)."""
         self.nodes, self.budget = 0, budget
         try:
-            return self._dfs(0, mask), True
+            return (self._dfs(0, mask) if self._open(0, mask) else None), True
         except _Budget:
             return None, False
 
-    def _dfs(self, a: int, mask: int) -> list[Span] | None:
-        if a == self.L:
-            return []
+    def _open(self, a: int, mask: int) -> bool:
+        """Count state (a, mask) as a node; False when it is known to fail, or its unused peers'
+        best spans (one each) cannot cover the layers or FLOPs left (then it is remembered)."""
         key = mask * self.stride + a
         if key in self.failed:
-            return None
+            return False
         self.nodes += 1
         if self.nodes > self.budget:
             raise _Budget
-        if not self._enough(a, mask):
+        pick = _picker(mask)
+        if sum(pick(self.cap_layers[a])) < self.left_layers[a] or sum(pick(self.cap_flops[a])) < self.left_flops[a]:
             self.failed.add(key)
-            return None
+            return False
+        return True
+
+    def _dfs(self, a: int, mask: int) -> list[Span] | None:
+        """Chain from boundary a < L over the peers in `mask`, for an open state (a, mask)."""
+        L, open_ = self.L, self._open
         for y in self.order[a]:
             if (mask >> y) & 1:
+                rest_mask = mask ^ (1 << y)
                 ends = self.ends.get(a * 64 + y)
                 for b in ends if ends is not None else self._ends(a, y):
-                    rest = self._dfs(b, mask ^ (1 << y))
-                    if rest is not None:
-                        return [(y, a, b), *rest]
-        self.failed.add(key)
+                    if b == L:
+                        return [(y, a, b)]
+                    if open_(b, rest_mask):
+                        rest = self._dfs(b, rest_mask)
+                        if rest is not None:
+                            return [(y, a, b), *rest]
+        self.failed.add(mask * self.stride + a)
         return None
-
-    def _enough(self, a: int, mask: int) -> bool:
-        """The unused peers' best spans (one each) can still cover the layers and FLOPs left."""
-        cap_l, cap_f, n_l, n_f = self.cap_layers[a], self.cap_flops[a], 0.0, 0.0
-        while mask:
-            low = mask & -mask
-            y = low.bit_length() - 1
-            n_l += cap_l[y]
-            n_f += cap_f[y]
-            mask ^= low
-        return n_l >= self.left_layers[a] and n_f >= self.left_flops[a]
 
     def _ends(self, a: int, y: int) -> list[int]:
         """y's ends from a within t, furthest first, without those a further end dominates
@@ -204,6 +206,15 @@ class Decider:
 
 class _Budget(Exception):
     """The search ran out of nodes (nothing proven)."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _picker(mask: int) -> Callable[[list[float]], tuple[float, ...]]:
+    """The entries of a per-peer list that belong to the peers in `mask`, as a tuple."""
+    peers = [y for y in range(mask.bit_length()) if (mask >> y) & 1]
+    if len(peers) == 1:
+        return lambda row, y=peers[0]: (row[y],)
+    return operator.itemgetter(*peers) if peers else (lambda row: ())
 
 
 def recut(sc: SpanCosts, chain: list[Span]) -> tuple[list[Span], float]:
