@@ -81,8 +81,10 @@ def test_produced_messages_validate(name, data):
 
 
 def test_every_registered_type_is_covered():
+    """Every message type core/wire.py defines (other modules, e.g. core/handoff.py, register
+    their own types when imported and test them against their own CDDL)."""
     produced_types = {cbor2.loads(d)["t"] for _, d in PRODUCED}
-    assert produced_types == set(wire.DECODERS)
+    assert produced_types == {t for t, cls in wire.DECODERS.items() if cls.__module__ == wire.__name__}
 
 
 @pytest.mark.parametrize("name, bad", [
