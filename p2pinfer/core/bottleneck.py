@@ -275,7 +275,7 @@ def search_bottleneck(cm: CostModel, options: PlannerOptions,
     if few is not None and few.decided:
         if few.best is None:
             return BottleneckResult(None, math.inf, True)
-        return BottleneckResult(_fastest_within(cm, few.best, few.hi, options, few.costs), few.hi, True)
+        return BottleneckResult(_fastest_within(cm, few.best, few.hi, options, few), few.hi, True)
     start = _start(cm, options, incumbents, few)
     if isinstance(start, BottleneckResult):
         return start
@@ -349,16 +349,17 @@ def _refine_with_lp(s: _Search, cm: CostModel) -> bool:
 
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions,
-                    costs: few_peers.SpanCosts | None = None) -> tuple[Span, ...]:
+                    few: few_peers.FewResult | None = None) -> tuple[Span, ...]:
     """The lowest-latency chain found with bottleneck <= hi, among: `spans`, the chain search
     spending strong peers first (few hops), and the capped latency DP over the peers that have
-    a span within hi: exact (DSSR) when small; on mid sizes without `costs` (few peers), one
-    relaxed pass (used only when its optimum happens to use distinct peers, which makes it
-    exact too; on few peers it almost never does, and costs more than the rest together)."""
+    a span within hi: exact (DSSR) when small; on mid sizes without `few` (few peers: its
+    result brings the few-hop chain), one relaxed pass (used only when its optimum happens to
+    use distinct peers, which makes it exact too; on few peers it almost never does, and costs
+    more than the rest together)."""
     L, cap = cm.num_layers, hi * (1 + CAP_SLACK)
-    if costs is not None:
-        keep = few_peers.alive(costs, hi)
-        found = [few_peers.fastest_dive(costs, hi, _MIN_NODES + L)]
+    if few is not None:
+        keep = few_peers.alive(few.costs, hi)
+        found = [few.few_hops]
     else:
         keep = [int(y) for y in np.flatnonzero(at(cm, hi).alive)]
         if not keep:
@@ -369,16 +370,16 @@ def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: 
     if pass_work(sub, len(keep)) <= _TIEBREAK_WORK:
         found.append(_mapped(keep, dssr(sub, "sum", cap=cap, budget=options.search_budget,
                                         max_critical=options.max_critical).spans))
-    elif costs is None and pass_work(sub, 0) <= _TIEBREAK_PASS:
+    elif few is None and pass_work(sub, 0) <= _TIEBREAK_PASS:
         sol = solve(sub, "sum", cap=cap)
         found.append(_mapped(keep, sol.spans) if sol is not None and not repeated(sol.spans) else None)
-    best, best_lat = spans, cm.evaluate(spans, "throughput").predicted_latency_s
+    best, best_lat = spans, cm.latency_s(spans)
     for chain in found:
-        if chain is None:
+        if chain is None or chain == best:
             continue
-        plan = cm.evaluate(chain, "throughput")
-        if plan.bottleneck_s <= cap and plan.predicted_latency_s < best_lat:
-            best, best_lat = chain, plan.predicted_latency_s
+        lat = cm.latency_s(chain)
+        if lat < best_lat and cm.bottleneck_s(chain) <= cap:
+            best, best_lat = chain, lat
     return best
 
 

@@ -53,12 +53,10 @@ def _missing_bytes(peer: PeerSpec, profile: ModelProfile) -> list[int]:
 
 def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
     """(P, L) expected seconds of each layer on each peer (per-class speeds, load, reputation)."""
-    cols = (*COMPUTE_CLASSES, "_rest")
-    flops = np.zeros((profile.num_layers, len(cols)))
-    for i, layer in enumerate(profile.layers):
-        for j, c in enumerate(COMPUTE_CLASSES):
-            flops[i, j] = layer.flops_by_class.get(c, 0)
-        flops[i, -1] = max(0, layer.flops - sum(layer.flops_by_class.values()))
+    # one row per layer: FLOPs per class, then the unclassified rest (one array call, not L*5 item writes)
+    flops = np.array([[*map(layer.flops_by_class.get, COMPUTE_CLASSES, (0,) * len(COMPUTE_CLASSES)),
+                       max(0, layer.flops - sum(layer.flops_by_class.values()))] for layer in profile.layers],
+                     dtype=float).reshape(profile.num_layers, len(COMPUTE_CLASSES) + 1)
     speed = np.array([[p.gflops_by_class.get(c, p.gflops) for c in COMPUTE_CLASSES] + [p.gflops] for p in peers])
     seconds = (1.0 / (speed * 1e9)) @ flops.T
     derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
@@ -168,6 +166,27 @@ class CostModel:
                          self.bandwidth_s(last, REQUESTER, self.num_layers))
         latency = sum(h.transfer_in_s + h.stage_s for h in hops) + out_s
         return Plan(objective, hops, out_s, latency, bottleneck, lower_bound, optimal, method)
+
+    def latency_s(self, spans: Sequence[Span]) -> float:
+        """`evaluate(spans, ...).predicted_latency_s` for a valid chain, without building a Plan
+        (the planner compares a few candidates by it)."""
+        return self._terms(spans)[0]
+
+    def bottleneck_s(self, spans: Sequence[Span]) -> float:
+        """`evaluate(spans, ...).bottleneck_s` for a valid chain, without building a Plan."""
+        return self._terms(spans)[1]
+
+    def _terms(self, spans: Sequence[Span]) -> tuple[float, float]:
+        y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
+        stage = ((self.compute[y, b] - self.compute[y, a]) + (self.fetch[y, b] - self.fetch[y, a])).tolist()
+        src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
+        src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
+        bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
+        transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
+        last = int(y[-1])
+        latency = sum(t + s for t, s in zip(transfer_in, stage)) + self.transfer_s(last, REQUESTER, self.num_layers)
+        bottleneck = max(max(stage), float(bw_in.max()), self.bandwidth_s(last, REQUESTER, self.num_layers))
+        return latency, bottleneck
 
     def _check_spans(self, spans: Sequence[Span]) -> None:
         if not spans or spans[0][1] != 0 or spans[-1][2] != self.num_layers:

@@ -26,6 +26,7 @@ search (core/bottleneck.py) with what was found and proven here.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import operator
@@ -41,6 +42,7 @@ MAX_PEERS = 16  # "few peers": masks of at most this many bits
 MAX_CELLS = 300_000  # ... and P * (L+1)^2 span costs at most
 _ASCENT = (0.004, 2.0)  # first relative step above the bound, growth factor
 _RECOMPILE = 0.03  # the descent recompiles its decider after T fell this much (stronger cuts)
+_DIVE_NODES = 64  # the few-hop search gets this plus one node per layer
 INF = math.inf
 
 
@@ -59,6 +61,7 @@ class SpanCosts:
     floor: float  # the requester's link parts, in every chain
     cum: np.ndarray  # (3, L+1) cumulative layers, FLOPs, parameter bytes (capacity weights)
     bits: list[float]  # bits crossing each boundary (the dominance rule among ends)
+    left: tuple[list[float], list[float]]  # layers and FLOPs from each boundary on (less 1e-12)
 
 
 def span_costs(cm: CostModel) -> SpanCosts:
@@ -74,7 +77,8 @@ def span_costs(cm: CostModel) -> SpanCosts:
     floor = float(max(cm.bits[0] * cm.src_inv_up, cm.bits[L] * cm.req_inv_down))
     cum = np.stack([np.arange(Lp1, dtype=float), np.concatenate([[0.0], np.cumsum(cm.layer_flops)]),
                     cm.params.astype(float)])
-    return SpanCosts(cost, reach, floor, cum, cm.bits.tolist())
+    left = (cum[:2, -1:] - cum[:2]) * (1 - 1e-12)
+    return SpanCosts(cost, reach, floor, cum, cm.bits.tolist(), (left[0].tolist(), left[1].tolist()))
 
 
 def counting_bound(sc: SpanCosts) -> float:
@@ -125,29 +129,39 @@ class Decider:
         self.sc, self.t, self.compiled = sc, t, t
         Lp1 = sc.cost.shape[0]
         self.L, self.stride = Lp1 - 1, Lp1
-        a = np.arange(Lp1)[None, :]
         end = (sc.reach <= t).sum(axis=0) - 1  # (P, L+1): furthest end within t from a (-1: none)
-        has = end > a
-        span = np.where(has[None], sc.cum[:, np.maximum(end, 0)] - sc.cum[:, None, :], 0.0)  # (3, P, L+1)
+        has = end > np.arange(Lp1)[None, :]
+        span = np.where(has[None], sc.cum[:2, np.maximum(end, 0)] - sc.cum[:2, None, :], 0.0)  # (2, P, L+1)
         best = np.maximum.accumulate(span[:, :, ::-1], axis=2)[:, :, ::-1]  # best span starting >= a
         self.cap_layers, self.cap_flops = best[0].T.tolist(), best[1].T.tolist()
-        left = (sc.cum[:2, -1:] - sc.cum[:2]) * (1 - 1e-12)
-        self.left_layers, self.left_flops = left[0].tolist(), left[1].tolist()
-        if thrifty:
-            score = best[1][:, :1] - span[1]  # FLOPs capacity left unused
-        else:  # furthest end first, then the larger capacity (few hops: for latency)
-            score = -end - best[1][:, :1] / (2 * float(best[1].max()) + 1e-300)
-        order = np.argsort(np.where(has, score, INF), axis=0, kind="stable").T.tolist()
-        self.order = [row[:n] for row, n in zip(order, has.sum(axis=0).tolist())]
+        self.left_layers, self.left_flops = sc.left
+        self._arrays = (end, has, span[1], best[1])
+        self.order = self._order(thrifty)
         self.end = end.tolist()
         self.ends: dict[int, list[int]] = {}
         self.failed = set() if failed is None else failed
         self.nodes = self.budget = 0
 
+    def _order(self, thrifty: bool) -> list[list[int]]:
+        """Per boundary, the peers with a span from it in the order they are tried."""
+        end, has, span, best = self._arrays
+        if thrifty:
+            score = best[:, :1] - span  # FLOPs capacity left unused
+        else:  # furthest end first, then the larger capacity (few hops: for latency)
+            score = -end - best[:, :1] / (2 * float(best.max()) + 1e-300)
+        order = np.argsort(np.where(has, score, INF), axis=0, kind="stable").T.tolist()
+        return [row[:n] for row, n in zip(order, has.sum(axis=0).tolist())]
+
     def retarget(self, t: float) -> None:
         """Decide a smaller t with the arrays compiled for this one: the furthest ends and the
         capacities stay valid upper limits (only weaker), the ends are listed anew."""
         self.t, self.ends = min(t, self.t), {}
+
+    def fork(self, t: float, thrifty: bool) -> Decider:
+        """A decider for t <= the compiled bound with its own (empty) failed states and order."""
+        other = copy.copy(self)
+        other.t, other.ends, other.failed, other.order = min(t, self.compiled), {}, set(), self._order(thrifty)
+        return other
 
     def search(self, budget: int, mask: int) -> tuple[list[Span] | None, bool]:
         """(chain, proven): a chain from boundary 0 using peers in `mask` (bit y: peer y), or
@@ -242,12 +256,14 @@ def recut(sc: SpanCosts, chain: list[Span]) -> tuple[list[Span], float]:
 @dataclass(frozen=True)
 class FewResult:
     """best: the best chain found (None: none); hi its bottleneck; lower_bound proven; decided:
-    the search finished (best is optimal, or no chain exists); costs: the span costs used."""
+    the search finished (best is optimal, or no chain exists); few_hops: another chain within
+    hi, found spending strong peers first (for the latency tie-break); costs: the span costs."""
 
     best: tuple[Span, ...] | None
     hi: float
     lower_bound: float
     decided: bool
+    few_hops: tuple[Span, ...] | None = None
     costs: SpanCosts | None = None
 
 
@@ -267,6 +283,7 @@ class _Few:
         self.full = (1 << sc.cost.shape[1]) - 1
         self.best: tuple[Span, ...] | None = None
         self.hi, self.lb = INF, 0.0
+        self.found_by: Decider | None = None  # the decider whose search found the first chain
 
     def run(self) -> FewResult:
         sc = self.sc
@@ -286,9 +303,17 @@ class _Few:
             chain, proven = dec.search(self.budget, self.full)
             self.budget -= dec.nodes
             if chain is None:
-                return FewResult(self.best, self.hi, self.hi if proven else self.lb, proven)
+                return self._result(self.hi if proven else self.lb, proven)
             self._offer(chain)
-        return FewResult(self.best, self.hi, self.hi, True)
+        return self._result(self.hi, True)
+
+    def _result(self, lower_bound: float, decided: bool) -> FewResult:
+        """The result, with a few-hop alternative within hi for the latency tie-break: the
+        search spending the furthest-reaching peers first, on arrays compiled at or above hi."""
+        t, dec = self.hi * (1 + CAP_SLACK), self.found_by
+        dive = dec.fork(t, thrifty=False) if dec is not None and dec.compiled >= t else Decider(self.sc, t, thrifty=False)
+        chain, _ = dive.search(_DIVE_NODES + dive.L, self.full)
+        return FewResult(self.best, self.hi, lower_bound, decided, few_hops=tuple(chain) if chain else None)
 
     def _ascend(self, top: float) -> Decider | None:
         """Decide T just above the bound, then geometrically higher, until a chain turns up;
@@ -304,6 +329,7 @@ class _Few:
             self.budget -= dec.nodes
             if chain is not None:
                 self._offer(chain)
+                self.found_by = dec
                 return dec
             if not proven:
                 return None
@@ -325,14 +351,6 @@ def chain_value(sc: SpanCosts, chain: list[Span] | tuple[Span, ...]) -> float:
     """A chain's bottleneck from the span costs (the cost model's value up to round-off)."""
     cost = sc.cost
     return max([sc.floor] + [float(cost[b, y, a]) for y, a, b in chain])
-
-
-def fastest_dive(sc: SpanCosts, hi: float, nodes: int) -> tuple[Span, ...] | None:
-    """A chain within hi found by spending the furthest-reaching peers first (few hops, so few
-    transfer latencies: a candidate for the lowest-latency chain among the optimal ones)."""
-    dec = Decider(sc, hi * (1 + CAP_SLACK), thrifty=False)
-    chain, _ = dec.search(nodes, (1 << sc.cost.shape[1]) - 1)
-    return tuple(chain) if chain is not None else None
 
 
 def alive(sc: SpanCosts, hi: float) -> list[int]:
