@@ -32,6 +32,7 @@ from p2pinfer.core import planner
 from p2pinfer.core.baselines import baseline_plans, even_split_k
 from p2pinfer.core.costs import build_costs
 from p2pinfer.core.plan import Plan, PlannerOptions
+from p2pinfer.core.replicas import ReplicaOptions, ReplicatedPlan, plan_replicated
 from p2pinfer.core.snapshot import RequesterSpec, SwarmSnapshot
 from p2pinfer.emulation import UplinkShaper
 from p2pinfer.errgroups import unwrapped
@@ -39,9 +40,11 @@ from p2pinfer.models import profiling
 from p2pinfer.models.io import sample_input
 from p2pinfer.models.store import store_for
 from p2pinfer.net.circuit_client import ClientConfig, hop_specs, run_plan
+from p2pinfer.net.replicated_run import run_replicated
 
 OPTIONS = PlannerOptions(amortize_requests=None)  # the nodes hold the weights (benchmarks/testbed_bench/swarm.py)
-METHODS = ("planner", "single-peer", "even-split", "memory-proportional", "greedy-fastest")
+METHODS = ("planner", "single-peer", "even-split", "memory-proportional", "greedy-fastest", "replicated")
+REPLICAS = ReplicaOptions(exact_peers=8)  # the replicated planner: disjoint chains at once (core/replicas.py)
 WINDOW = 4  # inputs in flight in a stream
 
 
@@ -59,7 +62,7 @@ def plans_for(profile: Any, snapshot: SwarmSnapshot, objective: str, methods: li
     if "planner" in methods:
         out["planner"] = planner.plan(profile, snapshot, objective=objective, options=OPTIONS)
     base = baseline_plans(build_costs(profile, snapshot, OPTIONS), objective)
-    out.update({m: base.get(m) for m in methods if m != "planner"})
+    out.update({m: base.get(m) for m in methods if m not in ("planner", "replicated")})
     return out
 
 
@@ -126,7 +129,52 @@ async def bench_model(req: Requester, snapshot: SwarmSnapshot, addrs: Any, model
                             else await measure_latency(req, manifest, plan, acts, addrs, job["latency_reps"]))
                 seen[key] = measured
             out[objective][method] = {**describe(plan), "measured": seen[key]}
+    if "replicated" in methods:  # throughput only: a replicated plan has no single-request latency
+        out["throughput"]["replicated"] = await bench_replicated(req, manifest, profile, snapshot, acts, addrs, job["frames"])
+        out["latency"]["replicated"] = None
     return out
+
+
+def steady_replicated(done_at: tuple[float, ...], last_dispatch: float) -> float:
+    """Results per second while every chain was busy: after the first quarter of the results
+    and until the queue ran dry (after it, chains go idle one by one). Short streams: after the
+    first quarter to the end."""
+    skip = max(2, len(done_at) // 4)
+    if len(done_at) - skip < 2:
+        return float("nan")
+    t0 = done_at[skip]
+    inside = [t for t in done_at[skip + 1:] if t <= last_dispatch]
+    if len(inside) >= 2:
+        return len(inside) / (inside[-1] - t0)
+    return (len(done_at) - 1 - skip) / (done_at[-1] - t0)
+
+
+async def bench_replicated(req: Requester, manifest: Any, profile: Any, snapshot: SwarmSnapshot, acts: Any, addrs: Any,
+                           frames: int) -> dict[str, Any]:
+    """The replicated plan streamed over all its chains at once (pull-based, net/replicated_run.py);
+    at least 5 inputs per chain so that every chain reaches its steady state."""
+    rp = plan_replicated(profile, snapshot, options=OPTIONS, replicas=REPLICAS)
+    count = max(frames, 5 * len(rp.chains))
+    say(f"{manifest.name} throughput replicated: {len(rp.chains)} chain(s), predicted {rp.throughput_rps:.2f} rps "
+        f"(bound {rp.upper_bound_rps:.2f}), {count} inputs")
+    run = await run_replicated(req.client, plan=rp, manifest=manifest, inputs=[acts] * count, peer_addrs=addrs)
+    measured = {"throughput_rps": steady_replicated(run.done_at_s, run.last_dispatch_s),
+                "overall_rps": count / (run.wall_s - run.setup_ms / 1000), "setup_ms": run.setup_ms, "wall_s": run.wall_s,
+                "stream_latency_ms": statistics.median(run.latency_ms), "frames": count,
+                "requester_cpu_ms_per_input": run.requester_cpu_s / count * 1000,
+                "chains": [{"inputs": c.inputs, "error": c.error, "predicted_rps": c.predicted_rps,
+                            "hops": [{"peer": h.peer_id, "layers": [h.start, h.stop], "predicted_compute_ms": h.predicted_compute_ms,
+                                      "measured_compute_ms": h.measured_compute_ms} for h in c.hops]} for c in run.chains]}
+    return {**describe_replicated(rp), "measured": measured}
+
+
+def describe_replicated(rp: ReplicatedPlan) -> dict[str, Any]:
+    """Like `describe`, per chain; `spans` is every hop of every chain (the plan's identity)."""
+    return {"spans": [s for c in rp.chains for s in spans(c)], "chains": [describe(c) for c in rp.chains],
+            "rates_rps": list(rp.rates_rps), "predicted_throughput_rps": rp.throughput_rps,
+            "upper_bound_rps": rp.upper_bound_rps, "optimal": rp.optimal, "limit": rp.limit,
+            "predicted_latency_ms": float("nan"), "bottleneck_s": 1.0 / rp.throughput_rps,
+            "predicted_compute_ms": [ms for c in rp.chains for ms in describe(c)["predicted_compute_ms"]]}
 
 
 async def hop_sweep(req: Requester, snapshot: SwarmSnapshot, addrs: Any, model: str, reps: int) -> list[dict[str, Any]]:
