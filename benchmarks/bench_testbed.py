@@ -105,11 +105,14 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
                 "`python -m benchmarks.testbed_bench.efficiency resnet50 vgg16 minilm`", "", report.efficiency_table(results)]
     out += ["", "Known causes of the misses (measured and explained in docs/testbed.md, \"What we found\"): on the "
             "issue's IoT links resnet50 is link-bound (0.4-3.2 MB fp32 activations over 20 Mbit/s; the planner's plan is "
-            "proven optimal under the cost model, see the last table for the links it would need); a hop serialises its "
-            "compute with sending its output, so multi-hop streams run near compute + transfer per stage instead of the "
-            "max the cost model assumes (`--send-buffer 4194304` emulates the fix); frame handling (0.5-1 MB per input "
-            "through py-libp2p) shares each node's CPU quota; the calibration kernels' FLOP rate is not the models'; and "
-            "a busy host gives the cgroups less than their quota, during calibration and during the runs.",
+            "proven optimal under the cost model, see the last table for the links it would need); inside a stream a hop's "
+            "compute shares its CPU quota (and the GIL) with frame handling and the event loop, which the cost model has "
+            "no term for (minilm's spans compute ~1.4x slower in a stream than alone; resnet50's ~1.05x); one conv rate "
+            "cannot fit both conv families (per CPU-second a ResNet bottleneck runs ~0.7x a VGG conv layer: the "
+            "calibration's conv kernel mixes both); and a busy host gives the cgroups less than their quota during the runs. "
+            "Fixed since the first runs: hops now pipeline read, compute and forward (they serialised compute with "
+            "sending), and nodes calibrate in CPU seconds x their quota (wall time under-read the quota when 8 nodes "
+            "calibrated at once).",
             "", "![throughput](img/testbed_throughput.png)", "", "![prediction](img/testbed_prediction.png)", ""]
     for res in results:
         if res.get("error") or res.get("errors"):
