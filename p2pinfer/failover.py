@@ -10,13 +10,12 @@ output in input order, or raises `NoRouteError`. Rules (docs/reputation.md §8-9
 2. Deadlines. While inputs are outstanding on a circuit, the next result must arrive within
    the circuit deadline: the sum over hops of `hop_deadline_s(compute_s + transfer_in_s)`
    (predicted with the measured speed) plus the transfer out. Setup has its own deadline.
-3. No input is lost. Results are kept by input index. When a circuit fails mid-stream it is
-   kept open until the probes (rule 4) have named the failed hop; then its in-flight inputs are
-   resumed from the retained output of a surviving upstream hop into a suffix circuit planned
-   without the failed peer (p2pinfer/resume.py, `FaultOptions.resume`), next to the following
-   attempt, which sends every other input without a result from the input. Inputs the
-   resumption could not finish go to the attempt after. A late duplicate cannot arrive: a
-   failed circuit is forgotten, so its frames are dropped.
+3. No input is lost. Results are kept by input index. A circuit that fails mid-stream stays
+   open until the failed hop is known (one whose connection dropped: at once; else the probes'
+   verdict); its in-flight inputs then resume from a surviving upstream hop's retained outputs
+   in a suffix circuit without the failed peer (p2pinfer/resume.py), next to the following
+   attempt, which sends every other input without a result from the input (as it does what
+   resumption could not finish). A failed circuit is forgotten: its late frames are dropped.
 4. Blame. A refusal names its hop (REFUSED); a setup failure or setup timeout names its hops
    (FAILURE / TIMEOUT). A mid-stream failure (error frame, missed deadline) names no one we can
    trust (a hop may blame its neighbour), so every hop of the circuit is probed: a one-hop
@@ -111,6 +110,7 @@ class ResilientRun:
         self.resuming: set[int] = set()  # inputs a resumption is working on (not re-sent meanwhile)
         self.resumed = 0
         self._settled = trio.Event()  # set (and replaced) whenever a resumption ends
+        self.lost: frozenset[str] = frozenset()  # hops whose connection the running attempt lost
 
     # ---- attempts ----
 
@@ -144,6 +144,7 @@ class ResilientRun:
                 await self._settled.wait()  # bounded: every resumption step has deadlines
                 continue
             attempts += 1
+            self.lost = frozenset()
             snapshot, plan, addrs = await self._plan(excluded, last, attempts)
             try:
                 with unwrapped():
@@ -152,6 +153,8 @@ class ResilientRun:
                 last = exc
                 for peer in self.convicted:  # no result through a proven-wrong peer survives
                     self._recall(peer)
+                if self.lost:  # route around a hop that dropped its connection now, not after the probes
+                    await self._resume_after(resumes, self.lost, excluded | self.lost)
                 blamed = await self._blame(plan, addrs, exc)
                 excluded |= blamed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
@@ -161,20 +164,21 @@ class ResilientRun:
     def _todo(self) -> list[int]:
         return [i for i in range(len(self.batch)) if i not in self.results and i not in self.resuming]
 
-    async def _resume_after(self, nursery: trio.Nursery, blamed: frozenset[str], excluded: frozenset[str]) -> None:
-        """Rule 3: resume the failed circuit's in-flight inputs next to the following attempts
-        (or just close it when there is nothing upstream of the failure to resume from)."""
+    async def _resume_after(self, nursery: trio.Nursery, failed: frozenset[str], excluded: frozenset[str]) -> None:
+        """Rule 3: resume the failed circuit's in-flight inputs from upstream of the first hop in
+        `failed` (routing only: blame is the probes' business), next to the following attempts;
+        or just close it when there is nothing upstream of the failure to resume from."""
         broken, self.broken = self.broken, None
         if broken is None:
             return
-        if not self.hooks.options.resume or not first_failed(broken.specs, blamed):
+        if not self.hooks.options.resume or not first_failed(broken.specs, failed):
             return await self._close(broken.circuit, True, broken.specs, broken.work)
         idxs = {idx for idx, _sent, _checked in broken.outstanding.values() if idx not in self.results}
         self.resuming |= idxs
 
         async def task() -> None:
             try:
-                n = await resume(self, broken, blamed, excluded)
+                n = await resume(self, broken, failed, excluded)
                 log.info("resumed %d of %d in-flight input(s) from upstream hops", n, len(idxs))
             except Exception:  # task boundary: a failed resumption only means restarting from the input
                 log.exception("resumption failed; its inputs restart from the input")
@@ -323,6 +327,7 @@ class ResilientRun:
             await trio.sleep(interval_s)
             lost = sorted(p for p in watched if not network.get_connections(ids[p]))
             if lost:
+                self.lost = frozenset(lost)  # resumption routes around them at once (rule 3)
                 raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-circuit")
 
     async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: HopWork,

@@ -1,11 +1,12 @@
 """Resuming a failed circuit from a surviving upstream hop (failover.py rule 3).
 
 When an attempt fails mid-stream, its circuit is not torn down at once (`Broken`): the hops
-upstream of the failure still hold their outputs (core/retention.py). After the probes have
-blamed the failed peers, `resume(run, broken, exclude)` runs next to the following attempt:
+upstream of the failure still hold their outputs (core/retention.py). Once the failed peers are
+known, `resume(run, broken, failed, exclude)` runs next to the following attempt:
 
-1. f = the first hop of the broken circuit whose peer was blamed. Nobody blamed, or f = 0:
-   nothing upstream to resume from (every input restarts from the input).
+1. f = the first hop of the broken circuit among the failed peers: a hop whose connection
+   dropped (known at once), else those the probes blamed. None, or f = 0: nothing upstream to
+   resume from (every input restarts from the input). Routing around a peer is not blame.
 2. For u = f-1 down to 0 (the surviving hop closest to the failure first: the most work kept),
    the inputs still without a result whose commitments chain from the requester's input
    through hop u (core/handoff.prefix_digest) are handed off from hop u = U:
@@ -61,45 +62,43 @@ class Broken:
     work: HopWork  # of the broken circuit
 
 
-def first_failed(specs: list[HopSpec], blamed: frozenset[str]) -> int | None:
-    return next((i for i, s in enumerate(specs) if s.peer_id in blamed), None)
+def first_failed(specs: list[HopSpec], failed: frozenset[str]) -> int | None:
+    return next((i for i, s in enumerate(specs) if s.peer_id in failed), None)
 
 
-async def resume(run: Any, broken: Broken, blamed: frozenset[str], exclude: frozenset[str]) -> int:
+async def resume(run: Any, broken: Broken, failed: frozenset[str], exclude: frozenset[str]) -> int:
     """Rules 1-4; returns how many inputs got their result this way. Never raises a step's
     failure (those inputs restart from the input); always closes the broken circuit."""
     try:
-        return await _resume(run, broken, blamed, exclude)
+        return await _resume(run, broken, failed, exclude)
     finally:
         await run._close(broken.circuit, True, broken.specs, broken.work)
 
 
-async def _resume(run: Any, b: Broken, blamed: frozenset[str], exclude: frozenset[str]) -> int:
-    f = first_failed(b.specs, blamed)
-    pending = {seq for seq, (idx, _t, _c) in b.outstanding.items() if idx not in run.results}
-    resumed = 0
+async def _resume(run: Any, b: Broken, failed: frozenset[str], exclude: frozenset[str]) -> int:
+    f = first_failed(b.specs, failed)
+    before = run.resumed
+    machine = b.circuit.machine
     for u in range(f - 1 if f else -1, -1, -1):
-        machine = b.circuit.machine
+        # inputs still without a result (a step that failed half-way may have accepted some)
+        pending = sorted(seq for seq, (idx, _t, _c) in b.outstanding.items() if idx not in run.results)
+        if not pending:
+            break
         ready = {}
-        for seq in sorted(pending):
+        for seq in pending:
             d = ho.prefix_digest(machine.input_hashes.get(seq), [machine.committed(j, seq) for j in range(u + 1)])
             if d is not None:
                 ready[seq] = d
         if not ready:
             continue
         try:
-            done = await _from_hop(run, b, u, ready, exclude | blamed)
+            await _from_hop(run, b, u, ready, exclude | failed)
         except VerificationError as exc:
             log.info("resume stopped: %s", exc)
             break
         except STEP_ERRORS as exc:
             log.info("resume from hop %d (%s) failed: %s", u, b.specs[u].peer_id, exc)
-            continue
-        pending -= done
-        resumed += len(done)
-        if not pending:
-            break
-    return resumed
+    return run.resumed - before
 
 
 async def _from_hop(run: Any, b: Broken, u: int, ready: Mapping[int, bytes], exclude: frozenset[str]) -> set[int]:
