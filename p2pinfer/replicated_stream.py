@@ -7,9 +7,12 @@ planner), and if that plan has several chains stream with `net.replicated_run.ru
 (pull-based dispatch, a failed chain's inputs re-dispatched to the others). A plan of one chain
 returns None: the caller's single-chain path (failover, spot checks) runs as before.
 
-With resilient hooks (p2pinfer.fault.LedgerHooks) each completed hop is recorded through
-`hooks.hops_ok` (the measured speed that feeds the planner). Spot checks (audits) and receipts are
-not issued on replicated streams yet: `--single-chain` keeps them (docs/cost-model.md).
+With resilient hooks (p2pinfer.fault.LedgerHooks): results are spot-checked before they are
+accepted (p2pinfer/replicated_audit.py: the single-chain engine's audits, per chain; a convicted
+hop's chain is dropped and its results recomputed on the others), each completed hop is recorded
+through `hooks.hops_ok` (the measured speed that feeds the planner) and every chain's hops get
+their receipts. Not done here: the single-chain engine's re-planning after failures (a failed
+chain's inputs go to the surviving chains instead) and its probes of a failed chain's hops.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from p2pinfer.hooks import Attempt
 from p2pinfer.models import profiling
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.replicated_run import ChainStats, ReplicatedRun, run_replicated
+from p2pinfer.replicated_audit import ChainAudits
 from p2pinfer.results import HopReport, StreamResult, output_json
 
 log = logging.getLogger(__name__)
@@ -69,11 +73,15 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
         return None
     log.info("replicated stream of %d input(s) over %d chains (predicted %.2f inputs/s, bound %.2f)",
              len(batch), len(rplan.chains), rplan.throughput_rps, rplan.upper_bound_rps)
+    resilient = getattr(requester.hooks, "resilient", False)
+    audit = ChainAudits(requester, requester.hooks, manifest, batch) if resilient else None
     run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=batch, peer_addrs=addrs,
                                timeout_s=requester.config.circuit.result_timeout_s,
-                               on_result=(lambda n, _c: on_result(n)) if on_result else None)
-    if getattr(requester.hooks, "resilient", False):
+                               on_result=(lambda n, _c: on_result(n)) if on_result else None, audit=audit)
+    if resilient:
         await trio.to_thread.run_sync(credit_hops, requester, manifest, run)
+        with trio.move_on_after(10):
+            await issue_receipts(requester, manifest, rplan, run, addrs)
     first = rplan.chains[0]
     result = ReplicatedStreamResult(
         manifest.name, manifest.model_id, tuple(dict(o) for o in run.outputs), run.latency_ms, run.setup_ms,
@@ -103,6 +111,22 @@ def credit_hops(requester: Any, manifest: Manifest, run: ReplicatedRun) -> None:
             done += [record] * stats.inputs
     if done:
         requester.hooks.hops_ok(done)
+
+
+async def issue_receipts(requester: Any, manifest: Manifest, rplan: ReplicatedPlan, run: ReplicatedRun,
+                         addrs: Mapping[str, Sequence[str]]) -> None:
+    """Every chain's hops get the receipts of the work they completed (as the single-chain engine)."""
+    profile = profiling.profile(manifest, requester.store)
+    for chain, stats in zip(rplan.chains, run.chains):
+        if not stats.inputs or not stats.circuit_id:
+            continue
+        items = [(h.peer_id, tuple(addrs.get(h.peer_id, ())), h.start, h.stop,
+                  int(sum(lay.flops for lay in profile.layers[h.start:h.stop])) * stats.inputs, seconds)
+                 for h, seconds in zip(chain.hops, stats.hop_seconds)]
+        try:
+            await requester.hooks.issue_receipts(circuit_id=stats.circuit_id, model_id=manifest.model_id, work=items)
+        except Exception:  # task boundary: receipts never fail a request
+            log.exception("issuing receipts for chain %d failed", stats.index)
 
 
 def describe(plan: Plan) -> str:

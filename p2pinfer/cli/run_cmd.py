@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="--input-file with objective throughput: at most N disjoint chains served at once "
                              "(default: as many as pay off; docs/cost-model.md, replicated plans)")
     chains.add_argument("--single-chain", action="store_true",
-                        help="stream through one chain only (as --chains 1; spot checks and failover apply per input)")
+                        help="stream through one chain only (as --chains 1)")
     parser.set_defaults(handler=_handle)
 
 
@@ -269,8 +269,6 @@ def _render_stream(result: StreamResult, as_json: bool) -> None:
     replicated = getattr(result, "replicated", None)
     if replicated is not None:
         summary += f"; {len(replicated.chains)} chains at once, predicted {replicated.throughput_rps:.2f} inputs/s"
-        print("p2pinfer run: spot checks and receipts apply to single-chain streams only (--single-chain)",
-              file=sys.stderr)
     if as_json:
         print(summary, file=sys.stderr)
         print(json.dumps(result.to_json_dict()))

@@ -18,7 +18,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 import trio
 from libp2p.peer.id import ID
@@ -28,11 +28,13 @@ from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.core.replicas import ReplicatedPlan
 from p2pinfer.errgroups import unwrapped
-from p2pinfer.errors import CircuitError, NetworkError, P2PInferError
+from p2pinfer.errors import CircuitError, NetworkError, P2PInferError, VerificationError
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_client import Circuit, CircuitClient, HopTiming, hop_specs
 
 log = logging.getLogger(__name__)
+
+Audit = Callable[[int, Circuit, Result, int], Awaitable[None]]  # (chain, circuit, result, input index)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ChainStats:
     setup_ms: float
     error: str | None
     redispatched: int  # its inputs in flight re-sent to other chains after it failed
+    circuit_id: bytes = b""
+    hop_seconds: tuple[float, ...] = ()  # per hop, summed measured compute of its accepted results
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,14 @@ class _Queue:
         self.todo.extendleft(sorted((i for i in indices if i not in self.results), reverse=True))
         self.poke()
 
+    def recall(self, chain: int) -> list[int]:
+        """Forget every result `chain` delivered and queue those inputs again."""
+        gone = [i for i, (_r, _lat, c) in self.results.items() if c == chain]
+        for i in gone:
+            del self.results[i]
+        self.give_back(gone)
+        return gone
+
     def deliver(self, idx: int, result: Result, latency_s: float, chain: int) -> bool:
         if idx in self.results:
             return False
@@ -144,7 +156,7 @@ def _names(plan: Plan) -> str:
 
 
 async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], timeout_s: float | None,
-                 on_result: Callable[[int, int], None] | None) -> None:
+                 on_result: Callable[[int, int], None] | None, audit: Audit | None = None) -> None:
     """Feed one chain from the queue until the stream is complete; on failure hand its inputs
     in flight back to the queue and abort its circuit."""
     circuit = chain.circuit
@@ -168,9 +180,12 @@ async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], tim
                 chain.wake = trio.Event()
                 continue
             r = await circuit.receive(timeout=timeout_s)
-            entry = chain.inflight.pop(r.seq, None)
+            entry = chain.inflight.get(r.seq)
             if entry is None:
                 continue
+            if audit is not None:  # spot checks: a failure fails this chain (this input included)
+                await audit(chain.index, circuit, r, entry[0])
+            del chain.inflight[r.seq]
             slots.release()
             circuit.machine.forget_seq(r.seq)
             chain.traces.append(tuple(r.trace))
@@ -189,6 +204,10 @@ async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], tim
                 nursery.cancel_scope.cancel()
     except P2PInferError as exc:  # task boundary of one chain: the others go on
         chain.error = str(exc)
+        if isinstance(exc, VerificationError):  # a proven-wrong hop: nothing it touched is kept
+            recalled = queue.recall(chain.index)
+            log.info("chain %d: %d earlier result(s) recalled for recomputation", chain.index, len(recalled))
+            chain.served -= len(recalled)
         chain.redispatched = len(chain.inflight)
         log.info("chain %d (%s) failed mid-stream: %s; re-dispatching %d input(s)", chain.index, _names(chain.plan),
                  exc, len(chain.inflight))
@@ -223,18 +242,21 @@ def _stats(chain: _Chain) -> ChainStats:
 
     hops = tuple(HopTiming(h.peer_id, h.start, h.stop, h.compute_s * 1000, h.transfer_in_s * 1000, median_ms(i))
                  for i, h in enumerate(chain.plan.hops))
+    seconds = tuple(sum(t[i] for t in chain.traces if len(t) > i) / 1e6 for i in range(len(chain.plan.hops)))
     return ChainStats(chain.index, hops, chain.plan.throughput_rps, chain.served, chain.setup_ms, chain.error,
-                      chain.redispatched)
+                      chain.redispatched, chain.circuit.circuit_id if chain.circuit else b"", seconds)
 
 
 async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifest: Manifest,
                          inputs: Sequence[Activation], peer_addrs: Mapping[str, Sequence[str]],
                          window: int | None = None, timeout_s: float | None = None,
-                         on_result: Callable[[int, int], None] | None = None) -> ReplicatedRun:
+                         on_result: Callable[[int, int], None] | None = None, audit: Audit | None = None) -> ReplicatedRun:
     """Stream `inputs` over every chain of `plan` (module docstring). `window`: inputs in flight
     per chain (default: its hop count + 1, enough to keep every stage and link busy);
-    `on_result(done_count, chain_index)` after each result. Raises CircuitError when no chain
-    is left with inputs still unanswered."""
+    `on_result(done_count, chain_index)` after each result; `audit(chain_index, circuit, result,
+    input_index)` before a result is accepted (spot checks: p2pinfer/replicated_audit.py; a
+    VerificationError from it also recalls every result its chain delivered). Raises CircuitError
+    when no chain is left with inputs still unanswered."""
     if not inputs or not plan.chains or (window is not None and window < 1):
         raise CircuitError("run_replicated needs at least one input, one chain and window >= 1")
     t0 = time.perf_counter()
@@ -248,7 +270,7 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     live = [c for c in chains if c.circuit is not None]
     async with trio.open_nursery() as nursery:
         for chain in live:
-            nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeout_s, on_result)
+            nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeout_s, on_result, audit)
     cpu_s = time.process_time() - cpu0
     if len(queue.results) < len(inputs):
         raise CircuitError(f"{len(inputs) - len(queue.results)} of {len(inputs)} input(s) without a result: every chain "
@@ -260,9 +282,10 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
 
 
 async def _serve_until_last(chain: _Chain, live: list[_Chain], queue: _Queue, inputs: Sequence[Activation],
-                            timeout_s: float | None, on_result: Callable[[int, int], None] | None) -> None:
+                            timeout_s: float | None, on_result: Callable[[int, int], None] | None,
+                            audit: Audit | None) -> None:
     """`_serve`, and when the last live chain fails with inputs left, end the stream (failed)."""
-    await _serve(chain, queue, inputs, timeout_s, on_result)
+    await _serve(chain, queue, inputs, timeout_s, on_result, audit)
     if chain.error is not None and all(c.error is not None for c in live) and len(queue.results) < queue.count:
         queue.failed = True
         queue.poke()

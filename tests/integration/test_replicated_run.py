@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trio
 
 from p2pinfer.cli import main
 from p2pinfer.core.replicas import ReplicaOptions
@@ -21,6 +22,7 @@ from p2pinfer.models.store import ModelStore
 from p2pinfer.net.replicated_run import run_replicated
 from p2pinfer.replicated_stream import ReplicatedStreamResult, plan_for
 
+from tests.integration.fault_swarm import FAULT_REQUESTER, fault_swarm, inputs, max_error, mlp_node, reference
 from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester
 
 REPLICATED = replace(TEST_REQUESTER, replicas=ReplicaOptions(max_chains=None))
@@ -123,7 +125,7 @@ def test_cli_streams_over_chains_unless_single_chain(tmp_path: Path, capsys: pyt
     assert main(common) == 0
     out = capsys.readouterr()
     doc = json.loads(out.out)
-    assert "3 chains at once" in out.err and "spot checks and receipts apply to single-chain" in out.err
+    assert "3 chains at once" in out.err
     chains = doc["replicated"]["chains"]
     assert len(chains) == 3 and sum(c["inputs"] for c in chains) == 9 and doc["replicated"]["upper_bound_rps"] > 0
     assert {"model", "outputs", "count", "throughput_rps", "plan", "hops"} <= set(doc)  # the existing keys stay
@@ -141,3 +143,29 @@ def test_cli_rejects_bad_chain_counts(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["run", "mlp", "--input-file", str(tmp_path / "batch.npy"), "--chains", "0",
                  "--data-dir", str(tmp_path / "store")]) == 2
     assert "--chains must be >= 1, got 0" in capsys.readouterr().err
+
+
+async def test_replicated_stream_spot_checks_catch_a_corrupter_and_recompute_its_results(tmp_path: Path) -> None:
+    """With the ledger's hooks every chain is audited like a single-chain stream: a peer that
+    corrupts 30% of its outputs is convicted (probation: all its hops are checked), its chain
+    is dropped and every result it delivered is recomputed elsewhere; honest peers are credited."""
+    mem = 66560 + 263168  # mlp's first two layers: two hops per chain, so audits also fetch retained outputs
+    liar_config = mlp_node("corrupter", gflops=400.0, adversary={"corrupt_probability": 0.3}, mem_bytes=mem)
+    configs = [liar_config] + [mlp_node(f"h{i}", gflops=10.0 + 2 * i, mem_bytes=mem) for i in range(5)]
+    xs = inputs(40, seed=4)
+    config = replace(FAULT_REQUESTER, replicas=ReplicaOptions(max_chains=None))
+    async with fault_swarm(tmp_path, configs, config=config) as (swarm, requester, hooks):
+        hooks.secret = bytes(range(32))  # fixed spot-check selection
+        liar = swarm.member("corrupter").peer_id
+        with trio.fail_after(60):
+            result = await requester.infer_stream("mlp", xs)
+        assert isinstance(result, ReplicatedStreamResult) and result.replicated is not None
+        assert len(result.replicated.chains) >= 2 and liar in result.replicated.peers
+        assert max_error(result.outputs, reference(requester.store, xs)) <= 1e-5  # nothing corrupted delivered
+        view = hooks.ledger.peer(liar, hooks.clock())
+        assert view is not None and view.excluded and view.state.verification_failures == 1
+        dead = [c for c, plan in zip(result.chains, result.replicated.chains) if liar in {h.peer_id for h in plan.hops}]
+        assert dead[0].error is not None and dead[0].inputs == 0  # its results were recalled
+        honest = [v for v in hooks.ledger.peers(hooks.clock()) if v.peer_id != liar]
+        assert all(not v.excluded and v.state.verification_failures == 0 for v in honest)
+        assert sum(v.state.hops_ok for v in honest) >= 40  # the survivors' hops were credited
