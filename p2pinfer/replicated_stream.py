@@ -4,8 +4,9 @@
 `RequesterConfig.replicas.max_chains` allows more than one chain: discover, plan with
 `core.replicas.plan_replicated` (same snapshot, reputation and exclusion as the single-chain
 planner), and if that plan has several chains stream with `net.replicated_run.run_replicated`
-(pull-based dispatch, a failed chain's inputs re-dispatched to the others). A plan of one chain
-returns None: the caller's single-chain path (failover, spot checks) runs as before.
+(pull-based dispatch, a failed chain's inputs re-dispatched to the others). A plan of one chain,
+or a run in which every chain failed, returns None: the caller's single-chain path (re-planning,
+failover, probes) runs as before, for the whole batch.
 
 With resilient hooks (p2pinfer.fault.LedgerHooks): results are spot-checked before they are
 accepted (p2pinfer/replicated_audit.py: the single-chain engine's audits, per chain; a convicted
@@ -24,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import trio
 
 from p2pinfer.core.plan import Plan
+from p2pinfer.errors import CircuitError, NetworkError
 from p2pinfer.core.replicas import ReplicatedPlan, plan_replicated_or_single
 from p2pinfer.hooks import Attempt
 from p2pinfer.models import profiling
@@ -75,9 +77,14 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
              len(batch), len(rplan.chains), rplan.throughput_rps, rplan.upper_bound_rps)
     resilient = getattr(requester.hooks, "resilient", False)
     audit = ChainAudits(requester, requester.hooks, manifest, batch) if resilient else None
-    run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=batch, peer_addrs=addrs,
-                               timeout_s=requester.config.circuit.result_timeout_s,
-                               on_result=(lambda n, _c: on_result(n)) if on_result else None, audit=audit)
+    try:
+        run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=batch, peer_addrs=addrs,
+                                   timeout_s=requester.config.circuit.result_timeout_s,
+                                   on_result=(lambda n, _c: on_result(n)) if on_result else None, audit=audit)
+    except (CircuitError, NetworkError) as exc:  # every chain failed: the single-chain path takes over
+        log.warning("replicated stream failed (%s); falling back to one chain with failover", exc)
+        requester._records = None  # re-discover: the swarm has changed
+        return None
     if resilient:
         await trio.to_thread.run_sync(credit_hops, requester, manifest, run)
         with trio.move_on_after(10):
