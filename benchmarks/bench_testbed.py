@@ -104,8 +104,9 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
                 "the calibration's prediction / the measured whole-model time; the cost model assumes 1.0. "
                 "`python -m benchmarks.testbed_bench.efficiency resnet50 vgg16 minilm`", "", report.efficiency_table(results)]
     out += ["", "Known causes of the misses (measured and explained in docs/testbed.md, \"What we found\"): on the "
-            "issue's IoT links resnet50 is link-bound (0.4-3.2 MB fp32 activations over 20 Mbit/s; the planner's plan is "
-            "proven optimal under the cost model, see the last table for the links it would need); inside a stream a hop's "
+            "issue's IoT links a single resnet50 chain is link-bound (0.4-3.2 MB fp32 activations over 20 Mbit/s; the "
+            "single-chain planner's plan is proven optimal under the cost model, see the last table for the links it would "
+            "need), which the replicated planner sidesteps by serving disjoint chains at once (docs/cost-model.md); inside a stream a hop's "
             "compute shares its CPU quota (and the GIL) with frame handling and the event loop, which the cost model has "
             "no term for (minilm's spans compute ~1.4x slower in a stream than alone; resnet50's ~1.05x); one conv rate "
             "cannot fit both conv families (per CPU-second a ResNet bottleneck runs ~0.7x a VGG conv layer: the "
