@@ -16,27 +16,38 @@ from multiaddr import Multiaddr
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net.host import make_host
+from p2pinfer.net import transport_tuning
 from p2pinfer.net.transport_tuning import STOCK_MAX_FRAME, YAMUX_MAX_FRAME, installed_libp2p_version, tune_yamux
 
 PROTO = "/p2pinfer/test-tuning/1.0.0"
 LIMIT = 64 << 20
 
 
+def _stock(monkeypatch, **over):
+    monkeypatch.setattr(yamux, "MAX_MESSAGE_SIZE", over.get("frame", STOCK_MAX_FRAME))
+    monkeypatch.setattr(yamux, "_yamux_release_on_read", over.get("release", transport_tuning._STOCK_RELEASE_ON_READ))
+
+
 def test_applies_to_the_measured_version_only(monkeypatch, caplog):
-    monkeypatch.setattr(yamux, "MAX_MESSAGE_SIZE", STOCK_MAX_FRAME)
+    _stock(monkeypatch)
+    assert yamux._yamux_release_on_read() is True  # py-libp2p's default (no PY_YAMUX_* env here)
     with caplog.at_level(logging.WARNING, logger="p2pinfer.net.transport_tuning"):
         assert tune_yamux(version="0.9.0") is False
     assert yamux.MAX_MESSAGE_SIZE == STOCK_MAX_FRAME
+    assert yamux._yamux_release_on_read is transport_tuning._STOCK_RELEASE_ON_READ
     assert "not tuning yamux" in caplog.text
     assert tune_yamux(version="0.8.1") is True
     assert yamux.MAX_MESSAGE_SIZE == YAMUX_MAX_FRAME
+    assert yamux._yamux_release_on_read() is False
     assert tune_yamux(version="0.8.1") is True  # idempotent
 
 
-def test_leaves_a_constant_someone_else_changed_alone(monkeypatch):
-    monkeypatch.setattr(yamux, "MAX_MESSAGE_SIZE", 128 * 1024)
+@pytest.mark.parametrize("over", [dict(frame=128 * 1024), dict(release=lambda: True)])
+def test_leaves_attributes_someone_else_changed_alone(monkeypatch, over):
+    _stock(monkeypatch, **over)
     assert tune_yamux(version="0.8.1") is False
-    assert yamux.MAX_MESSAGE_SIZE == 128 * 1024
+    assert yamux.MAX_MESSAGE_SIZE == over.get("frame", STOCK_MAX_FRAME)
+    assert yamux._yamux_release_on_read is over.get("release", transport_tuning._STOCK_RELEASE_ON_READ)
 
 
 def test_the_installed_libp2p_is_the_measured_one():
@@ -44,15 +55,19 @@ def test_the_installed_libp2p_is_the_measured_one():
     assert installed_libp2p_version() == "0.8.1"
 
 
-async def _exchange(sizes: list[int]) -> tuple[list[bytes], list[int]]:
-    """Send one frame per size from host a to host b; the frames b read and a's DATA frame lengths."""
+async def _exchange(sizes: list[int]) -> tuple[list[bytes], list[int], int]:
+    """Send one frame per size from host a to host b: the frames b read, a's DATA frame lengths
+    and the number of WINDOW_UPDATEs b sent back."""
     data_frames: list[int] = []
+    updates = [0]
     original = yamux.Yamux._write_frame
 
     async def counting(self, data: bytes) -> None:
-        _, typ, _, _, length = struct.unpack(yamux.YAMUX_HEADER_FORMAT, data[:yamux.HEADER_SIZE])
+        _, typ, flags, _, length = struct.unpack(yamux.YAMUX_HEADER_FORMAT, data[:yamux.HEADER_SIZE])
         if typ == yamux.TYPE_DATA and self.is_initiator_value:
             data_frames.append(length)
+        if typ == yamux.TYPE_WINDOW_UPDATE and not self.is_initiator_value and not flags:
+            updates[0] += 1
         await original(self, data)
 
     got: list[bytes] = []
@@ -80,16 +95,18 @@ async def _exchange(sizes: list[int]) -> tuple[list[bytes], list[int]]:
         finally:
             yamux.Yamux._write_frame = original
         await stream.close()
-    return got, data_frames
+    return got, data_frames, updates[0]
 
 
 async def test_frames_cross_real_hosts_intact_in_large_yamux_frames():
-    sizes = [1 << 20, 5, 3 << 20]
-    got, data_frames = await _exchange(sizes)
+    sizes = [1 << 20, 5, 3 << 20] + [1 << 20] * 6
+    got, data_frames, updates = await _exchange(sizes)
     assert got == [bytes([i]) * size for i, size in enumerate(sizes)]
     assert yamux.MAX_MESSAGE_SIZE == YAMUX_MAX_FRAME
+    # py-libp2p's default sends an update for nearly every read (4-5 per frame: 3 for the varint)
+    assert updates <= 2 * len(sizes), updates
     # never more than the window the receiver granted (256 KiB initially, auto-tuned upwards) ...
     assert max(data_frames) <= YAMUX_MAX_FRAME - yamux.HEADER_SIZE
-    # ... and far fewer frames than stock 64 KiB frames would need (>= 65 for these 4 MiB)
+    # ... and far fewer frames than stock 64 KiB frames would need (> 160 for these 10 MiB)
     stock_frames = sum(-(-(size + 4) // (STOCK_MAX_FRAME - yamux.HEADER_SIZE)) for size in sizes)
     assert len(data_frames) < stock_frames // 3, data_frames
