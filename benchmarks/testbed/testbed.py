@@ -32,9 +32,27 @@ from .preflight import Environment, check_environment, check_subnet, host_routes
 from .profile import REQUESTER, Cluster, DeviceClass, load_cluster
 
 # Writes its own pid into the cgroup, then execs into the namespace: the process is capped
-# from its first instruction, and all its threads and children inherit both.
-SPAWN_WRAPPER = 'cg="$1"; ns="$2"; shift 2; if [ -n "$cg" ]; then echo $$ > "$cg" || exit 125; fi; exec "$P2PT_IP" netns exec "$ns" "$@"'
+# from its first instruction, and all its threads and children inherit both. `ip netns exec`
+# gives the process a private mount namespace with a fresh /sys and no cgroup file system, so
+# the cpu hierarchy is mounted there read-only (as a container runtime does): a node can then
+# read its own quota (p2pinfer/models/cpu_quota.py). If that mount fails the process runs anyway.
+SPAWN_WRAPPER = ('cg="$1"; ns="$2"; shift 2; if [ -n "$cg" ]; then echo $$ > "$cg" || exit 125; fi; '
+                 'exec "$P2PT_IP" netns exec "$ns" sh -c '
+                 '\'mount -t cgroup -o "ro,$P2PT_CGOPTS" cgroup /sys/fs/cgroup 2>/dev/null; exec "$@"\' p2pt-ns "$@"')
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def cpu_mount_controllers(cpu_root: Path, mounts: Path = Path("/proc/self/mounts")) -> str:
+    """The controllers of the cgroup v1 hierarchy mounted at `cpu_root` ("cpu" or "cpu,cpuacct"):
+    a second mount of that hierarchy must name exactly them."""
+    try:
+        for line in mounts.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[2] == "cgroup" and Path(parts[1]) == Path(cpu_root):
+                return ",".join(o for o in parts[3].split(",") if o in ("cpu", "cpuacct")) or "cpu"
+    except OSError:
+        pass
+    return "cpu"
 
 
 class TestbedInterrupted(KeyboardInterrupt):
@@ -221,7 +239,9 @@ class Testbed:
         return ["sh", "-c", SPAWN_WRAPPER, "p2pt-spawn", procs, self.netns(name), *argv]
 
     def _environ(self, env: Mapping[str, str] | None) -> dict[str, str]:
-        return {**os.environ, **(env or {}), "P2PT_IP": self._require_env().ip}
+        environment = self._require_env()
+        return {**os.environ, **(env or {}), "P2PT_IP": environment.ip,
+                "P2PT_CGOPTS": cpu_mount_controllers(environment.cpu_root)}
 
     def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               cwd: str | Path | None = None, cgroup: bool = True,

@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from .cpu_quota import usable_cores
+from .cpu_quota import QuotaUnknown, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -107,31 +107,48 @@ def _attention_workload() -> tuple[Callable[[], Any], float]:
 _WORKLOADS = {"linear": _linear_workload, "conv": _conv_workload, "attention": _attention_workload}
 
 
-def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], float]) -> tuple[int, float]:
-    """Calls made within a wall-time box (after one warm-up call), and the CPU time they used."""
+def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], float]) -> tuple[int, float, float]:
+    """Calls made within a wall-time box (after one warm-up call), the CPU time they used and
+    the wall time they spanned."""
     workload()
     calls = 0
-    deadline = time.perf_counter() + seconds
+    began = time.perf_counter()
+    deadline = began + seconds
     cpu0 = cpu_clock()
     while calls < _MIN_CALLS or time.perf_counter() < deadline:
         workload()
         calls += 1
-    return calls, cpu_clock() - cpu0
+    return calls, cpu_clock() - cpu0, time.perf_counter() - began
 
 
-def _scaled(per_cpu_s: Mapping[str, float], threads: int, *, from_cache: bool = False) -> ComputeCalibration:
+def _cores(threads: int, measured_share: float | None) -> float:
+    """The cores we may use; if our cgroup's quota cannot be read, the CPU share measured during
+    the calibration (CPU time / wall time: the old, contention-sensitive figure, but never above
+    the quota). None: no measurement at hand (a cache read), so QuotaUnknown propagates."""
+    try:
+        return usable_cores(threads)
+    except QuotaUnknown as exc:
+        if measured_share is None:
+            raise
+        logger.warning("%s; using the CPU share measured during calibration (%.3f)", exc, measured_share)
+        return min(float(threads), measured_share)
+
+
+def _scaled(per_cpu_s: Mapping[str, float], threads: int, *, measured_share: float | None = None,
+            from_cache: bool = False) -> ComputeCalibration:
     """Per-CPU-second rates -> what this process delivers with `threads` threads on the cores it may use."""
-    cores = usable_cores(threads)
+    cores = _cores(threads, measured_share)
     by_class = {name: per_cpu_s[name] * cores for name in _WORKLOADS}  # fixed order: same float sum from a cache
     overall = len(by_class) / sum(1.0 / r for r in by_class.values())
     by_class["other"] = overall
     return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads, from_cache=from_cache)
 
 
-def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> dict[str, float]:
+def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> tuple[dict[str, float], float]:
     """GFLOP per CPU-second of each class's kernel with `threads` torch threads (about `budget_s`
-    seconds of wall time). One thread: the calling thread's CPU time (other threads of a node,
-    its event loop, do not count); several: the whole process's."""
+    seconds of wall time), and the CPU share the kernels got (CPU / wall time). One thread: the
+    calling thread's CPU time (other threads of a node, its event loop, do not count); several:
+    the whole process's."""
     if threads < 1:
         raise ValueError("threads must be >= 1")
     clock = time.thread_time if threads == 1 else time.process_time
@@ -144,12 +161,15 @@ def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> dict[str, float]:
             timed = {name: _timed(fn, budget_s / len(workloads), clock) for name, (fn, _flops) in workloads.items()}
     finally:
         torch.set_num_threads(previous)
-    return {name: workloads[name][1] * calls / max(cpu, 1e-9) / 1e9 for name, (calls, cpu) in timed.items()}
+    rates = {name: workloads[name][1] * calls / max(cpu, 1e-9) / 1e9 for name, (calls, cpu, _wall) in timed.items()}
+    share = sum(cpu for _, cpu, _ in timed.values()) / max(sum(wall for _, _, wall in timed.values()), 1e-9)
+    return rates, share
 
 
 def benchmark(*, threads: int, budget_s: float = 1.5) -> ComputeCalibration:
     """Run the micro-benchmark now (about `budget_s` seconds) with `threads` torch threads."""
-    return _scaled(per_cpu_second(threads=threads, budget_s=budget_s), threads)
+    rates, share = per_cpu_second(threads=threads, budget_s=budget_s)
+    return _scaled(rates, threads, measured_share=share)
 
 
 def cache_key(threads: int) -> dict[str, Any]:
@@ -166,9 +186,9 @@ def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 
         cached = _read_cache(Path(cache_path), key)
         if cached is not None:
             return cached
-    rates = per_cpu_second(threads=threads, budget_s=budget_s)
-    result = _scaled(rates, threads)
-    logger.info("compute calibration (%d threads, %.2f usable cores): %.1f GFLOP/s %s", threads, usable_cores(threads),
+    rates, share = per_cpu_second(threads=threads, budget_s=budget_s)
+    result = _scaled(rates, threads, measured_share=share)
+    logger.info("compute calibration (%d threads, CPU share measured %.3f): %.1f GFLOP/s %s", threads, share,
                 result.gflops, {k: round(v, 1) for k, v in result.by_class.items()})
     if cache_path is not None:
         _write_cache(Path(cache_path), key, rates)
@@ -183,8 +203,10 @@ def _read_cache(path: Path, key: dict[str, Any]) -> ComputeCalibration | None:
         rates = {str(k): float(v) for k, v in doc["per_cpu_second"].items()}
         if set(rates) != set(_WORKLOADS) or not all(0 < v < float("inf") for v in rates.values()):
             raise ValueError(f"bad per-CPU-second rates {rates}")
-        return _scaled(rates, key["threads"], from_cache=True)
+        return _scaled(rates, key["threads"], from_cache=True)  # QuotaUnknown: measure again
     except FileNotFoundError:
+        return None
+    except QuotaUnknown:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.warning("ignoring unreadable calibration cache %s (%s); measuring again", path, exc)
