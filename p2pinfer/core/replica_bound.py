@@ -14,7 +14,8 @@ satisfies, per peer y and layer l, with x[y, l] the rate at which y computes lay
 (in a real plan x is r_i on y's span and 0 elsewhere, s and e are r_i at its ends.) Maximising R
 over this LP is a relaxation (spans need not be contiguous, memory is counted per layer), so its
 optimum bounds every replicated plan; so do the requester's shared links (`requester_caps`).
-Solved with scipy's HiGHS; above MAX_VARS variables, or without scipy, the weaker closed form
+Solved with scipy's HiGHS within LP_SECONDS; above MAX_VARS variables, out of time, or without
+scipy, the weaker closed form
 R <= sum_y rho_y / F (rho_y: y's fastest FLOP rate on any layer of the model, F: model FLOPs).
 """
 
@@ -26,7 +27,8 @@ import numpy as np
 
 from .costs import CostModel
 
-MAX_VARS = 60_000
+MAX_VARS = 20_000  # 3 x layers x peers + 1 (100 layers x 100 peers: 11-25 s in HiGHS here; 50 x 30: 0.3 s)
+LP_SECONDS = 5.0  # a safety net on a slow machine (the bound, never the plan, then depends on timing)
 
 
 def requester_caps(cm: CostModel, requester_s_per_input: float = 0.0) -> dict[str, float]:
@@ -59,8 +61,9 @@ def closed_form_bound(cm: CostModel) -> float:
     return float(rho.sum()) / total
 
 
-def lp_bound(cm: CostModel) -> float | None:
-    """The LP of the module docstring (None: too big, or scipy/HiGHS unavailable or failing)."""
+def lp_bound(cm: CostModel, time_limit_s: float = LP_SECONDS) -> float | None:
+    """The LP of the module docstring (None: too big, out of time, or scipy/HiGHS unavailable or
+    failing)."""
     P, L = cm.num_peers, cm.num_layers
     n = 1 + 3 * P * L
     if n > MAX_VARS:
@@ -96,8 +99,8 @@ def lp_bound(cm: CostModel) -> float | None:
     upper[X.ravel()] = np.where(fits.ravel(), np.inf, 0.0)
     c = np.zeros(n)
     c[0] = -1.0
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.zeros(L),
-                  bounds=np.stack([np.zeros(n), upper], axis=1), method="highs")
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.zeros(L), bounds=np.stack([np.zeros(n), upper], axis=1),
+                  method="highs", options={"time_limit": time_limit_s})
     if res.status == 3:  # unbounded: zero-cost layers and links
         return math.inf
     if res.status != 0:
@@ -105,9 +108,14 @@ def lp_bound(cm: CostModel) -> float | None:
     return float(-res.fun) * (1 + 1e-7) + 1e-12  # HiGHS' feasibility tolerance, on the safe side
 
 
-def upper_bound(cm: CostModel, max_chains: int | None = None, best_chain_rps: float | None = None) -> float:
+def upper_bound(cm: CostModel, max_chains: int | None = None, best_chain_rps: float | None = None,
+                reached: float = math.inf) -> float:
     """A proven bound on the summed rate of disjoint chains (before the requester's caps);
-    with max_chains, also max_chains x a bound on the best single chain when one is given."""
+    with max_chains, also max_chains x a bound on the best single chain when one is given.
+    `reached`: a total already achieved that is itself proven optimal (the requester's cap):
+    the LP is then not needed."""
+    if reached < math.inf:
+        return reached
     found = lp_bound(cm)
     bound = closed_form_bound(cm) if found is None else found
     if max_chains is not None and best_chain_rps is not None:

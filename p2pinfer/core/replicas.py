@@ -152,9 +152,13 @@ def best_partition(oracle: _Oracle, group: frozenset[int], max_chains: int) -> t
     return solve(frozenset(members), max_chains)
 
 
-def _peel(oracle: _Oracle, pool: frozenset[int], chains: list[frozenset[int]], max_chains: int) -> list[frozenset[int]]:
-    """Greedy: the best chain of `pool`, then the best of what is left, ... (until none)."""
-    while pool and len(chains) < max_chains:
+def _peel(oracle: _Oracle, pool: frozenset[int], chains: list[frozenset[int]], max_chains: int,
+          cap: float, budget: int) -> list[frozenset[int]]:
+    """Greedy: the best chain of `pool`, then the best of what is left, ... (until none, the
+    requester's cap is reached or the planner-call budget is spent)."""
+    while pool and len(chains) < max_chains and _total(oracle, chains) < cap * (1 - _EPS):
+        if chains and len(oracle.cache) >= budget:
+            break
         used = oracle.used(pool)
         if not used:
             break
@@ -163,23 +167,24 @@ def _peel(oracle: _Oracle, pool: frozenset[int], chains: list[frozenset[int]], m
     return chains
 
 
-def _starts(oracle: _Oracle, n: int, max_chains: int) -> list[list[frozenset[int]]]:
+def _starts(oracle: _Oracle, n: int, max_chains: int, cap: float, budget: int) -> list[list[frozenset[int]]]:
     """Two starting points: holders alone + chains peeled from the rest; chains peeled from all."""
     everyone = frozenset(range(n))
     singles = sorted((frozenset([y]) for y in range(n) if oracle.used(frozenset([y]))),
                      key=lambda s: (-oracle.rate(s), min(s)))[:max_chains]
-    first = _peel(oracle, everyone - frozenset().union(*singles), list(singles), max_chains)
-    return [first, _peel(oracle, everyone, [], max_chains)]
+    first = _peel(oracle, everyone - frozenset().union(*singles), list(singles), max_chains, cap, budget)
+    return [first, _peel(oracle, everyone, [], max_chains, cap, budget)]
 
 
 def _total(oracle: _Oracle, chains: Iterable[frozenset[int]]) -> float:
     return sum(oracle.rate(c) for c in chains)
 
 
-def _improve(oracle: _Oracle, chains: list[frozenset[int]], n: int, opts: ReplicaOptions, max_chains: int) -> list[frozenset[int]]:
+def _improve(oracle: _Oracle, chains: list[frozenset[int]], n: int, opts: ReplicaOptions, max_chains: int,
+             cap: float) -> list[frozenset[int]]:
     """Local search: re-optimise the peers of two chains (or a chain and an unused peer) exactly
-    while the total improves and the planner-call budget lasts."""
-    while len(oracle.cache) < opts.max_plans:
+    while the total improves, stays below the requester's cap and the planner-call budget lasts."""
+    while len(oracle.cache) < opts.max_plans and _total(oracle, chains) < cap * (1 - _EPS):
         pool = sorted(frozenset(range(n)) - frozenset().union(*chains))
         order = sorted(range(len(chains)), key=lambda i: (oracle.rate(chains[i]), min(chains[i])))
         pairs = [(i, j) for a, i in enumerate(order) for j in order[a + 1:]] + [(i, -1 - y) for i in order for y in pool]
@@ -201,7 +206,7 @@ def _improve(oracle: _Oracle, chains: list[frozenset[int]], n: int, opts: Replic
     return chains
 
 
-def _search(oracle: _Oracle, n: int, opts: ReplicaOptions) -> tuple[list[frozenset[int]], bool]:
+def _search(oracle: _Oracle, n: int, opts: ReplicaOptions, cap: float) -> tuple[list[frozenset[int]], bool]:
     """(chains as peer-index sets, proven optimal by exhaustive search)."""
     max_chains = opts.max_chains or n
     if max_chains == 1:  # the planner's chain over every peer is the best single chain
@@ -209,7 +214,11 @@ def _search(oracle: _Oracle, n: int, opts: ReplicaOptions) -> tuple[list[frozens
         return ([used] if used else []), True
     if n <= opts.exact_peers:
         return list(best_partition(oracle, frozenset(range(n)), max_chains)[1]), True
-    found = [_improve(oracle, start, n, opts, max_chains) for start in _starts(oracle, n, max_chains)]
+    found = []
+    for start in _starts(oracle, n, max_chains, cap, opts.max_plans):
+        found.append(_improve(oracle, start, n, opts, max_chains, cap))
+        if _total(oracle, found[-1]) >= cap * (1 - _EPS):
+            break  # the requester's link is full: nothing can do better
     return max(found, key=lambda cs: _total(oracle, cs)), False
 
 
@@ -229,13 +238,13 @@ def plan_replicated(profile: ModelProfile, snapshot: SwarmSnapshot, *, options: 
     cm = build_costs(profile, snapshot, options)
     check_feasible(cm, snapshot, options)
     oracle = _Oracle(profile, snapshot, cm.peers, options)
-    chains, exhaustive = _search(oracle, cm.num_peers, replicas)
+    caps = requester_caps(cm, replicas.requester_s_per_input)
+    cap = min(caps.values())
+    chains, exhaustive = _search(oracle, cm.num_peers, replicas, cap)
     if not chains:
         raise InfeasiblePlanError(
             f"model needs more peers than available given memory: no chain of distinct peers among the "
             f"{cm.num_peers} usable ones covers all {cm.num_layers} layers (each peer serves one contiguous span)")
-    caps = requester_caps(cm, replicas.requester_s_per_input)
-    cap = min(caps.values())
     chains = _trim(oracle, chains, cap)
     plans = tuple(oracle.chain(c) for c in chains)
     raw = [p.throughput_rps for p in plans if p is not None]
@@ -245,7 +254,8 @@ def plan_replicated(profile: ModelProfile, snapshot: SwarmSnapshot, *, options: 
     if replicas.max_chains is not None:  # each chain is at most the best single chain
         single = oracle.chain(frozenset(range(cm.num_peers)))
         best = 1.0 / single.lower_bound if single is not None and single.lower_bound > 0 else None
-    bound = min(upper_bound(cm, replicas.max_chains, best), cap)
+    at_cap = cap if total >= cap * (1 - _EPS) else math.inf  # the cap is a bound: met, nothing to prove
+    bound = min(upper_bound(cm, replicas.max_chains, best, reached=at_cap), cap)
     limit = "chains" if sum(raw) < cap * (1 - 1e-9) else min(caps, key=lambda k: caps[k])
     optimal = (exhaustive and oracle.all_optimal) or total >= bound * (1 - 1e-6)
     return ReplicatedPlan(tuple(p for p in plans if p is not None), tuple(r * scale for r in raw), total,
