@@ -92,6 +92,12 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
                 out += [f"| {report.SHORT[key]} / best single node | {row['vs_single']:.2f}x | {row['pred_vs_single']:.2f}x | |",
                         f"| {report.SHORT[key]} / even split (DEFER) | {row['vs_even']:.2f}x | {row['pred_vs_even']:.2f}x | |"]
         out.append("")
+        cpu = t.get("requester_cpu_ms")
+        if cpu:
+            feeds = 1000 / cpu
+            out += [f"Requester CPU: {cpu:.1f} ms per input (encode, seal, send, receive): it could feed {feeds:.0f} "
+                    f"inputs/s, " + ("not the bottleneck." if feeds > 1.5 * t["measured"] else
+                                     "close to the measured rate: the requester is (near) the bottleneck."), ""]
     for correct, label in ((False, "cost-model"), (True, "with compute corrected by model efficiency (diagnostic)")):
         for k, v in report.errors(results, correct=correct).items():
             if v:

@@ -120,7 +120,8 @@ def targets(results: list[dict[str, Any]], cluster: str = "iot8", model: str = "
                 rows = {k: {"vs_single": get(k) / get("single-peer"), "vs_even": get(k) / get("even-split"),
                             "pred_vs_single": get(k, "p") / get("single-peer", "p"),
                             "pred_vs_even": get(k, "p") / get("even-split", "p"), "optimal": t[k]["optimal"],
-                            "shape": hops_text(t[k], res["nodes"]), "measured": get(k), "predicted": get(k, "p")}
+                            "shape": hops_text(t[k], res["nodes"]), "measured": get(k), "predicted": get(k, "p"),
+                            "requester_cpu_ms": t[k]["measured"].get("requester_cpu_ms_per_input")}
                         for k in mine}
                 return {**rows[best], "best": best, "rows": rows}
     return None
