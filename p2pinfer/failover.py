@@ -65,7 +65,7 @@ from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_client import hop_specs
 from p2pinfer.net.hop_protocol import to_numpy, to_torch
 from p2pinfer.hop_work import HopWork, hop_record, issue_receipts, span_flops
-from p2pinfer.resume import Broken, first_failed, resume
+from p2pinfer.resume import Broken, start_resumption
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class ResilientRun:
         self.resuming: set[int] = set()  # inputs a resumption is working on (not re-sent meanwhile)
         self.resumed = 0
         self._settled = trio.Event()  # set (and replaced) whenever a resumption ends
-        self.lost: frozenset[str] = frozenset()  # hops whose connection the running attempt lost
+        self.watched: dict[str, ID] = {}  # hops of the running attempt we are connected to
 
     # ---- attempts ----
 
@@ -144,7 +144,7 @@ class ResilientRun:
                 await self._settled.wait()  # bounded: every resumption step has deadlines
                 continue
             attempts += 1
-            self.lost = frozenset()
+            self.watched = {}
             snapshot, plan, addrs = await self._plan(excluded, last, attempts)
             try:
                 with unwrapped():
@@ -153,8 +153,9 @@ class ResilientRun:
                 last = exc
                 for peer in self.convicted:  # no result through a proven-wrong peer survives
                     self._recall(peer)
-                if self.lost:  # route around a hop that dropped its connection now, not after the probes
-                    await self._resume_after(resumes, self.lost, excluded | self.lost)
+                lost = self._lost()
+                if lost:  # route around a hop that dropped its connection now, not after the probes
+                    await self._resume_after(resumes, lost, excluded | lost)
                 blamed = await self._blame(plan, addrs, exc)
                 excluded |= blamed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
@@ -165,29 +166,10 @@ class ResilientRun:
         return [i for i in range(len(self.batch)) if i not in self.results and i not in self.resuming]
 
     async def _resume_after(self, nursery: trio.Nursery, failed: frozenset[str], excluded: frozenset[str]) -> None:
-        """Rule 3: resume the failed circuit's in-flight inputs from upstream of the first hop in
-        `failed` (routing only: blame is the probes' business), next to the following attempts;
-        or just close it when there is nothing upstream of the failure to resume from."""
+        """Rule 3 (p2pinfer/resume.py): resume the failed circuit's in-flight inputs, or close it."""
         broken, self.broken = self.broken, None
-        if broken is None:
-            return
-        if not self.hooks.options.resume or not first_failed(broken.specs, failed):
-            return await self._close(broken.circuit, True, broken.specs, broken.work)
-        idxs = {idx for idx, _sent, _checked in broken.outstanding.values() if idx not in self.results}
-        self.resuming |= idxs
-
-        async def task() -> None:
-            try:
-                n = await resume(self, broken, failed, excluded)
-                log.info("resumed %d of %d in-flight input(s) from upstream hops", n, len(idxs))
-            except Exception:  # task boundary: a failed resumption only means restarting from the input
-                log.exception("resumption failed; its inputs restart from the input")
-            finally:
-                self.resuming -= idxs
-                self._settled.set()
-                self._settled = trio.Event()
-
-        nursery.start_soon(task)
+        if broken is not None:
+            await start_resumption(self, nursery, broken, failed, excluded)
 
     async def _plan(self, excluded: frozenset[str], last: Exception | None,
                     number: int) -> tuple[SwarmSnapshot, Plan, dict[str, tuple[str, ...]]]:
@@ -322,13 +304,18 @@ class ResilientRun:
         failure leads to probes (rule 4), so a benign disconnect costs an attempt, not a peer."""
         network = self.rq.host.get_network()
         ids = {s.peer_id: ID.from_base58(s.peer_id) for s in specs}
-        watched = {p for p, i in ids.items() if network.get_connections(i)}
+        self.watched = {p: i for p, i in ids.items() if network.get_connections(i)}
         while True:
             await trio.sleep(interval_s)
-            lost = sorted(p for p in watched if not network.get_connections(ids[p]))
+            lost = self._lost()
             if lost:
-                self.lost = frozenset(lost)  # resumption routes around them at once (rule 3)
-                raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-circuit")
+                raise NetworkError(f"lost the connection to hop(s) {', '.join(sorted(lost))} mid-circuit")
+
+    def _lost(self) -> frozenset[str]:
+        """Hops of the running attempt we were connected to and no longer are (a dead peer's host
+        closed them): resumption routes around them at once (rule 3)."""
+        network = self.rq.host.get_network()
+        return frozenset(p for p, i in self.watched.items() if not network.get_connections(i))
 
     async def _accept(self, idx: int, r: Result, sent: float, specs: Sequence[HopSpec], work: HopWork,
                       audited: Sequence[int] = ()) -> None:

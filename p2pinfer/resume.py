@@ -66,22 +66,55 @@ def first_failed(specs: list[HopSpec], failed: frozenset[str]) -> int | None:
     return next((i for i, s in enumerate(specs) if s.peer_id in failed), None)
 
 
-async def resume(run: Any, broken: Broken, failed: frozenset[str], exclude: frozenset[str]) -> int:
-    """Rules 1-4; returns how many inputs got their result this way. Never raises a step's
-    failure (those inputs restart from the input); always closes the broken circuit."""
+async def start_resumption(run: Any, nursery: trio.Nursery, broken: Broken, failed: frozenset[str],
+                           exclude: frozenset[str]) -> None:
+    """Resume `broken`'s in-flight inputs from upstream of the first hop in `failed` in a task of
+    `nursery`, next to the following attempts (which leave `run.resuming` alone meanwhile); or
+    close it now when resumption is off or nothing upstream of the failure can be resumed."""
+    idxs = resumable(broken, run.results) if first_failed(broken.specs, failed) else set()
+    if not (run.hooks.options.resume and idxs):
+        return await run._close(broken.circuit, True, broken.specs, broken.work)
+    run.resuming |= idxs
+
+    async def task() -> None:
+        try:
+            n = await resume(run, broken, failed, exclude, idxs)
+            log.info("resumed %d of %d in-flight input(s) from upstream hops", n, len(idxs))
+        except Exception:  # task boundary: a failed resumption only means restarting from the input
+            log.exception("resumption failed; its inputs restart from the input")
+        finally:
+            run.resuming -= idxs
+            run._settled.set()
+            run._settled = trio.Event()
+
+    nursery.start_soon(task)
+
+
+def resumable(b: Broken, results: Mapping[int, Any]) -> set[int]:
+    """The inputs without a result that can be resumed at all: the first hop committed to
+    them, chained from our input. (The others are sent from the input by the next attempt.)"""
+    m = b.circuit.machine
+    return {idx for seq, (idx, _t, _c) in b.outstanding.items()
+            if idx not in results and ho.prefix_digest(m.input_hashes.get(seq), [m.committed(0, seq)]) is not None}
+
+
+async def resume(run: Any, broken: Broken, failed: frozenset[str], exclude: frozenset[str], inputs: set[int]) -> int:
+    """Rules 1-4 for `inputs` (claimed by the caller: nobody else sends them meanwhile); returns
+    how many got their result this way. Never raises a step's failure (those inputs restart
+    from the input); always closes the broken circuit."""
     try:
-        return await _resume(run, broken, failed, exclude)
+        return await _resume(run, broken, failed, exclude, inputs)
     finally:
         await run._close(broken.circuit, True, broken.specs, broken.work)
 
 
-async def _resume(run: Any, b: Broken, failed: frozenset[str], exclude: frozenset[str]) -> int:
+async def _resume(run: Any, b: Broken, failed: frozenset[str], exclude: frozenset[str], inputs: set[int]) -> int:
     f = first_failed(b.specs, failed)
     before = run.resumed
     machine = b.circuit.machine
     for u in range(f - 1 if f else -1, -1, -1):
         # inputs still without a result (a step that failed half-way may have accepted some)
-        pending = sorted(seq for seq, (idx, _t, _c) in b.outstanding.items() if idx not in run.results)
+        pending = sorted(seq for seq, (idx, _t, _c) in b.outstanding.items() if idx in inputs and idx not in run.results)
         if not pending:
             break
         ready = {}
