@@ -2,7 +2,9 @@
 
 When an attempt fails mid-stream, its circuit is not torn down at once (`Broken`): the hops
 upstream of the failure still hold their outputs (core/retention.py). Once the failed peers are
-known, `resume(run, broken, failed, exclude)` runs next to the following attempt:
+known, `start_resumption` claims the in-flight inputs the first hop committed to (`resumable`;
+the others are sent from the input by the next attempt at once) and runs `resume` for them in
+the background, next to the following attempt, which leaves claimed inputs alone:
 
 1. f = the first hop of the broken circuit among the failed peers: a hop whose connection
    dropped (known at once), else those the probes blamed. None, or f = 0: nothing upstream to

@@ -191,3 +191,12 @@ def test_vector_is_byte_exact() -> None:
     assert wire.decode(bytes.fromhex(V["handoff_req"]), expect=[ho.HandoffRequest]).sealed.hex() == V["sealed"]
     ok = wire.decode(bytes.fromhex(V["reply_ok"]), expect=[ho.HandoffReply])
     assert ok.ok and (ok.sent, ok.missing) == ((5, 6), (9,))
+
+
+def test_prefix_digest_requires_an_unbroken_chain_from_our_input(world) -> None:
+    c, _m1, _suffix, _m3 = world
+    commit = c.committed(0, 1)
+    assert ho.prefix_digest(c.input_hashes[1], [commit]) == commit.out_hash
+    assert ho.prefix_digest(c.input_hashes[2], [commit]) is None  # another input's commitment
+    assert ho.prefix_digest(c.input_hashes[1], [commit, None]) is None  # the next hop never committed
+    assert ho.prefix_digest(None, [commit]) is None and ho.prefix_digest(c.input_hashes[1], []) is None
