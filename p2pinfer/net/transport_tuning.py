@@ -1,40 +1,45 @@
-"""Large yamux DATA frames and batched credit release: two explicit, version-checked patches.
+"""py-libp2p 0.8.1 tuned for activation-sized frames: explicit, version-checked patches.
 
-Why: py-libp2p 0.8.1's yamux cuts every stream write into DATA frames of at most 64 KiB
-(`libp2p.stream_muxer.yamux.yamux.MAX_MESSAGE_SIZE`, go-yamux's default). In py-libp2p each such
-frame costs a lot of Python: 12 + 65524 bytes is one byte more than a Noise message carries
-(65519), so every frame becomes TWO Noise messages and two socket writes; the reader side wakes
-once per frame, copies it through three buffers and sends a WINDOW_UPDATE back. A 1 MiB
-activation was 17 frames and 13 ms of transfer on loopback (80 MB/s, measured here); with frames
-of up to `YAMUX_MAX_FRAME` it is 1-2 frames and about 5 ms (see docs/benchmarks.md, per-hop).
+Measured on loopback (docs/benchmarks.md, per-hop section): a 1 MiB frame took 13 ms through
+py-libp2p's TCP + Noise + yamux stack, most of it Python overhead per 64 KiB piece, not bytes.
+These patches leave the wire protocol untouched (any yamux / Noise peer interoperates):
 
-Why it is safe on the wire: the yamux spec bounds a DATA frame only by the receiver's window, and
-py-libp2p never sends more than the window the peer granted (`send_window`); go-yamux and
-py-libp2p accept any frame within the window (py-libp2p drops connections announcing more than
-16 MiB, which the window never allows). Noise still chunks the bytes into <= 65535-byte messages.
-The cost: a large frame holds the connection's write lock while it is written (about 10 ms for
-2 MiB here), so another stream's frame on the SAME connection may wait that long.
+1. `yamux.MAX_MESSAGE_SIZE` 64 KiB -> 2 MiB. py-libp2p cuts every stream write into DATA frames
+   of this size. 12 + 65524 bytes is one byte more than a Noise message carries (65519), so each
+   64 KiB frame became TWO Noise messages, and the reader woke, copied and answered per frame: a
+   1 MiB activation was 17 frames. The yamux spec bounds a DATA frame only by the window the
+   receiver granted, which py-libp2p never exceeds; go-yamux and py-libp2p accept such frames.
+   Noise still chunks them into <= 65535-byte messages. Cost: a large frame holds the
+   connection's write lock while written (~10 ms for 2 MiB here), so another stream's frame on
+   the SAME connection may wait that long. 1 MiB transfer: 13 -> 5.5 ms.
+2. `yamux._yamux_release_on_read` -> never. py-libp2p by default (its PY_YAMUX_RELEASE_ON_READ
+   knob) answers nearly every stream read with a WINDOW_UPDATE: 4-5 per activation frame (three
+   one-byte reads for the varint length), each a Noise message the sender decrypts and parses.
+   Off, credit is released as go-yamux does: once half the receive window is consumed (py-libp2p's
+   own hysteresis path). A reader cannot stall: one that drained its buffer while the sender has no
+   window left has consumed the whole window, and that read releases it. -0.7 ms per 1 MiB hop.
+3. `read_exactly` (as imported by yamux and msgio) and `SecureSession.read`: the same results
+   without their bytearray-then-bytes copies (a complete first read is returned as is, pieces
+   are joined once): about 9 -> 3 passes over the bytes of each frame on the receiving side.
 
-Second, credit release: py-libp2p 0.8.1 by default answers almost every stream read with a
-WINDOW_UPDATE frame (its `PY_YAMUX_RELEASE_ON_READ` knob, on by default), so reading one
-activation frame (3 one-byte reads of the varint length, then the body) sent 4-5 updates, each a
-Noise message the sender must decrypt and parse: 0.7 ms of a 1 MiB hop (measured). Switched off,
-credit is released as go-yamux does it: once at least half the receive window has been consumed
-(py-libp2p's own hysteresis path), which cannot stall a reader: a reader that drained its buffer
-while the sender has no window left has consumed the whole window, so the next read releases it.
-
-Both patches replace one module attribute each, only on the py-libp2p version they were measured
-with and only while the attribute still holds the stock value; anything else is left alone with a
-warning (re-measure, then add the version to `SUPPORTED_VERSIONS`). `net.host.make_host` applies
-them, so they hold for the whole process (every host in it).
+All or nothing: the patches are applied only on a py-libp2p version they were measured with and
+only while every attribute still holds its stock value; otherwise nothing is changed and a
+warning is logged (re-measure bench_hop, then extend `SUPPORTED_VERSIONS`). `net.host.make_host`
+applies them, so they hold for the whole process (every host in it).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+from typing import Any
 
+import libp2p.io.msgio as _msgio
+import libp2p.io.utils as _io_utils
 import libp2p.stream_muxer.yamux.yamux as _yamux
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.io.abc import Reader
+from libp2p.security.secure_session import SecureSession
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +48,85 @@ STOCK_MAX_FRAME = 64 * 1024
 YAMUX_MAX_FRAME = 2 * 1024 * 1024  # > a 1 MiB activation frame; 16 MiB ones go as 8 frames
 
 
-def installed_libp2p_version() -> str:
-    return importlib.metadata.version("libp2p")
-
-
 def _never_release_on_read() -> bool:
     """Replaces yamux._yamux_release_on_read: credit is released by hysteresis only (go-yamux)."""
     return False
 
 
-_STOCK_RELEASE_ON_READ = getattr(_yamux, "_yamux_release_on_read", None)
+async def _read_exactly(reader: Reader, n: int, retry_count: int = _io_utils.DEFAULT_RETRY_READ_COUNT) -> bytes:
+    """libp2p.io.utils.read_exactly without copies: the first read itself if complete, else one join."""
+    chunk = await reader.read(n)
+    if len(chunk) >= n:
+        return chunk
+    parts, received = [chunk], len(chunk)
+    for _ in range(retry_count):
+        chunk = await reader.read(n - received)
+        parts.append(chunk)
+        received += len(chunk)
+        if received >= n:
+            return b"".join(parts)
+    raise IncompleteReadError(f"Connection closed during read operation: expected {n} bytes but received "
+                              f"{received} bytes", expected_bytes=n, received_bytes=received)
+
+
+_STOCK_SESSION_READ = SecureSession.read
+
+
+async def _session_read(self: SecureSession, n: int | None = None) -> bytes:
+    """SecureSession.read for n > 0 with the decrypted Noise messages joined once."""
+    if not n:
+        return await _STOCK_SESSION_READ(self, n)
+    data = self._drain(n)  # everything buffered, up to n: the buffer is empty if this is short
+    if len(data) == n:
+        return data
+    parts, received = [data], len(data)
+    while received < n:
+        msg = await self.conn.read_msg()
+        if msg == b"":
+            if received:
+                return b"".join(parts)
+            raise ConnectionClosedError("Connection closed")
+        needed = n - received
+        if len(msg) > needed:
+            self._fill(msg[needed:])
+            msg = msg[:needed]
+        parts.append(msg)
+        received += len(msg)
+    return b"".join(parts)
+
+
+# (owner, attribute, stock value, tuned value)
+_PATCHES: tuple[tuple[Any, str, Any, Any], ...] = (
+    (_yamux, "MAX_MESSAGE_SIZE", STOCK_MAX_FRAME, YAMUX_MAX_FRAME),
+    (_yamux, "_yamux_release_on_read", getattr(_yamux, "_yamux_release_on_read", None), _never_release_on_read),
+    (_yamux, "read_exactly", _io_utils.read_exactly, _read_exactly),
+    (_msgio, "read_exactly", _io_utils.read_exactly, _read_exactly),
+    (SecureSession, "read", _STOCK_SESSION_READ, _session_read),
+)
+
+
+def installed_libp2p_version() -> str:
+    return importlib.metadata.version("libp2p")
+
+
+def _current(owner: Any, name: str) -> Any:
+    return owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
 
 
 def tune_yamux(*, version: str | None = None) -> bool:
-    """Large DATA frames and batched window updates; True if the tuning is in effect.
+    """Apply every patch above; True if the tuning is in effect. Idempotent.
 
-    Idempotent. `version` overrides the installed version (tests).
+    `version` overrides the installed version (tests).
     """
-    frame, release = getattr(_yamux, "MAX_MESSAGE_SIZE", None), getattr(_yamux, "_yamux_release_on_read", None)
-    if frame == YAMUX_MAX_FRAME and release is _never_release_on_read:
+    if all(_current(owner, name) is tuned for owner, name, _, tuned in _PATCHES):
         return True
     version = version or installed_libp2p_version()
-    stock_release = release is not None and release is _STOCK_RELEASE_ON_READ \
-        and getattr(release, "__module__", "") == _yamux.__name__
-    if version not in SUPPORTED_VERSIONS or frame != STOCK_MAX_FRAME or not stock_release:
-        log.warning("not tuning yamux: measured with libp2p %s (stock frame %d, stock release-on-read), "
-                    "found %s (frame %r, release-on-read %r)", sorted(SUPPORTED_VERSIONS), STOCK_MAX_FRAME,
-                    version, frame, release)
+    changed = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name, stock, _ in _PATCHES
+               if stock is None or _current(owner, name) != stock]
+    if version not in SUPPORTED_VERSIONS or changed:
+        log.warning("not tuning py-libp2p: measured with %s, found %s; attributes not at their stock value: %s",
+                    sorted(SUPPORTED_VERSIONS), version, changed or "none")
         return False
-    _yamux.MAX_MESSAGE_SIZE = YAMUX_MAX_FRAME
-    _yamux._yamux_release_on_read = _never_release_on_read
+    for owner, name, _, tuned in _PATCHES:
+        setattr(owner, name, tuned)
     return True

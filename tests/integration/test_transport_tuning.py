@@ -9,14 +9,16 @@ import struct
 import libp2p.stream_muxer.yamux.yamux as yamux
 import pytest
 import trio
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.secure_session import SecureSession
 from multiaddr import Multiaddr
 
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.net.framing import read_frame, write_frame
-from p2pinfer.net.host import make_host
 from p2pinfer.net import transport_tuning
+from p2pinfer.net.host import make_host
 from p2pinfer.net.transport_tuning import STOCK_MAX_FRAME, YAMUX_MAX_FRAME, installed_libp2p_version, tune_yamux
 
 PROTO = "/p2pinfer/test-tuning/1.0.0"
@@ -24,8 +26,13 @@ LIMIT = 64 << 20
 
 
 def _stock(monkeypatch, **over):
-    monkeypatch.setattr(yamux, "MAX_MESSAGE_SIZE", over.get("frame", STOCK_MAX_FRAME))
-    monkeypatch.setattr(yamux, "_yamux_release_on_read", over.get("release", transport_tuning._STOCK_RELEASE_ON_READ))
+    """Every patched attribute back at py-libp2p's value (monkeypatch restores the tuned ones)."""
+    for owner, name, stock, _ in transport_tuning._PATCHES:
+        monkeypatch.setattr(owner, name, over.get(name, stock))
+
+
+def _tuned() -> list[bool]:
+    return [transport_tuning._current(owner, name) is tuned for owner, name, _, tuned in transport_tuning._PATCHES]
 
 
 def test_applies_to_the_measured_version_only(monkeypatch, caplog):
@@ -33,21 +40,40 @@ def test_applies_to_the_measured_version_only(monkeypatch, caplog):
     assert yamux._yamux_release_on_read() is True  # py-libp2p's default (no PY_YAMUX_* env here)
     with caplog.at_level(logging.WARNING, logger="p2pinfer.net.transport_tuning"):
         assert tune_yamux(version="0.9.0") is False
-    assert yamux.MAX_MESSAGE_SIZE == STOCK_MAX_FRAME
-    assert yamux._yamux_release_on_read is transport_tuning._STOCK_RELEASE_ON_READ
-    assert "not tuning yamux" in caplog.text
+    assert _tuned() == [False] * 5
+    assert "not tuning py-libp2p" in caplog.text
     assert tune_yamux(version="0.8.1") is True
-    assert yamux.MAX_MESSAGE_SIZE == YAMUX_MAX_FRAME
-    assert yamux._yamux_release_on_read() is False
+    assert _tuned() == [True] * 5
+    assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (YAMUX_MAX_FRAME, False)
     assert tune_yamux(version="0.8.1") is True  # idempotent
 
 
-@pytest.mark.parametrize("over", [dict(frame=128 * 1024), dict(release=lambda: True)])
-def test_leaves_attributes_someone_else_changed_alone(monkeypatch, over):
+@pytest.mark.parametrize("over", [dict(MAX_MESSAGE_SIZE=128 * 1024), dict(_yamux_release_on_read=lambda: True),
+                                  dict(read=lambda self, n=None: b"")])
+def test_changes_nothing_if_any_attribute_was_changed_by_someone_else(monkeypatch, over):
     _stock(monkeypatch, **over)
+    before = [transport_tuning._current(owner, name) for owner, name, _, _ in transport_tuning._PATCHES]
     assert tune_yamux(version="0.8.1") is False
-    assert yamux.MAX_MESSAGE_SIZE == over.get("frame", STOCK_MAX_FRAME)
-    assert yamux._yamux_release_on_read is over.get("release", transport_tuning._STOCK_RELEASE_ON_READ)
+    assert [transport_tuning._current(owner, name) for owner, name, _, _ in transport_tuning._PATCHES] == before
+
+
+class Pieces:
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = list(pieces)
+
+    async def read(self, n: int) -> bytes:
+        head = self.pieces.pop(0) if self.pieces else b""
+        assert len(head) <= n
+        return head
+
+
+async def test_read_exactly_replacement_joins_pieces_and_reports_a_short_stream():
+    whole = b"y" * 100
+    assert await transport_tuning._read_exactly(Pieces(whole), 100) is whole
+    assert await transport_tuning._read_exactly(Pieces(b"ab", b"", b"cde"), 5) == b"abcde"
+    with pytest.raises(IncompleteReadError) as info:
+        await transport_tuning._read_exactly(Pieces(b"ab"), 5, retry_count=3)
+    assert (info.value.expected_bytes, info.value.received_bytes) == (5, 2)
 
 
 def test_the_installed_libp2p_is_the_measured_one():
