@@ -30,9 +30,10 @@ applies them, so they hold for the whole process (every host in it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import libp2p.io.msgio as _msgio
 import libp2p.io.utils as _io_utils
@@ -130,3 +131,17 @@ def tune_yamux(*, version: str | None = None) -> bool:
     for owner, name, _, tuned in _PATCHES:
         setattr(owner, name, tuned)
     return True
+
+
+@contextlib.contextmanager
+def stock_libp2p() -> Iterator[None]:
+    """py-libp2p's own behaviour for the duration (benchmarks compare against it); the patched
+    attributes are read at each call, so this applies to hosts that already exist."""
+    saved = [_current(owner, name) for owner, name, _, _ in _PATCHES]
+    for owner, name, stock, _ in _PATCHES:
+        setattr(owner, name, stock)
+    try:
+        yield
+    finally:
+        for (owner, name, _, _), value in zip(_PATCHES, saved):
+            setattr(owner, name, value)

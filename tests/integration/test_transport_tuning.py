@@ -57,6 +57,14 @@ def test_changes_nothing_if_any_attribute_was_changed_by_someone_else(monkeypatc
     assert [transport_tuning._current(owner, name) for owner, name, _, _ in transport_tuning._PATCHES] == before
 
 
+def test_stock_libp2p_restores_py_libp2p_for_a_while():
+    assert tune_yamux() is True
+    with transport_tuning.stock_libp2p():
+        assert _tuned() == [False] * 5
+        assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (STOCK_MAX_FRAME, True)
+    assert _tuned() == [True] * 5
+
+
 class Pieces:
     def __init__(self, *pieces: bytes) -> None:
         self.pieces = list(pieces)
