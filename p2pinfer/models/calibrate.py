@@ -51,7 +51,7 @@ from .cpu_quota import QuotaUnknown, usable_cores
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 4  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix
+CALIBRATION_VERSION = 5  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: fast calls
 CALIBRATION_FILE = "calibration.json"  # in the node's data dir
 _MIN_CALLS = 3
 
