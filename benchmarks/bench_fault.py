@@ -189,6 +189,8 @@ def report(fast: dict[bool, list[Trial]], heavy: dict[bool, list[Trial]], rps: d
         "hop is audited after its result arrived (its retained input/output fetched and checked against "
         "its commitments, the span re-run by the requester itself).", "",
         "| spot-check fraction | throughput (inputs/s) | cost vs 0% |", "|---|---|---|", rows, "",
+        *(["In quick mode on a shared machine these streams are short and other work comes and goes: "
+           "differences of tens of percent, either way, are noise here.", ""] if args.quick else []),
         "mlp's spans are tiny, so per-frame overheads dominate and a checked input (two audit fetches, a "
         "local re-run) costs several unchecked ones: the relative cost is an upper bound for models whose "
         "hops compute for longer.",
