@@ -155,54 +155,71 @@ def _names(plan: Plan) -> str:
     return " -> ".join(f"{h.peer_id[-6:]}[{h.start}:{h.stop})" for h in plan.hops)
 
 
-async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], timeout_s: float | None,
-                 on_result: Callable[[int, int], None] | None, audit: Audit | None = None) -> None:
-    """Feed one chain from the queue until the stream is complete; on failure hand its inputs
-    in flight back to the queue and abort its circuit."""
-    circuit = chain.circuit
-    assert circuit is not None
-    slots = trio.Semaphore(chain.window)
+class _Feeder:
+    """Feeds one chain from the queue until the stream is complete (a sender and a receiver
+    task); on failure hands its inputs in flight back to the queue and aborts its circuit."""
 
-    async def sender() -> None:
+    def __init__(self, chain: _Chain, queue: _Queue, inputs: Sequence[Activation], timeout_s: float | None,
+                 on_result: Callable[[int, int], None] | None, audit: Audit | None) -> None:
+        assert chain.circuit is not None
+        self.chain, self.circuit, self.queue, self.inputs = chain, chain.circuit, queue, inputs
+        self.timeout_s, self.on_result, self.audit = timeout_s, on_result, audit
+        self.slots = trio.Semaphore(chain.window)
+
+    async def sender(self) -> None:
+        chain = self.chain
         while True:
-            await slots.acquire()
-            idx = await queue.take()
+            await self.slots.acquire()
+            idx = await self.queue.take()
             if idx is None:
                 return
-            chain.inflight[circuit.machine.next_seq] = (idx, time.perf_counter())
-            await circuit.send(inputs[idx])
+            chain.inflight[self.circuit.machine.next_seq] = (idx, time.perf_counter())
+            await self.circuit.send(self.inputs[idx])
             chain.poke()
 
-    async def receiver() -> None:
-        while not queue.complete:
+    async def receiver(self) -> None:
+        chain, circuit = self.chain, self.circuit
+        while not self.queue.complete:
             if not chain.inflight:  # nothing to wait for: until a send, or the stream's end
                 await chain.wake.wait()
                 chain.wake = trio.Event()
                 continue
-            r = await circuit.receive(timeout=timeout_s)
+            r = await circuit.receive(timeout=self.timeout_s)
             entry = chain.inflight.get(r.seq)
             if entry is None:
                 continue
-            if audit is not None:  # spot checks: a failure fails this chain (this input included)
-                await audit(chain.index, circuit, r, entry[0])
+            if self.audit is not None:  # spot checks: a failure fails this chain (this input included)
+                await self.audit(chain.index, circuit, r, entry[0])
             del chain.inflight[r.seq]
-            slots.release()
+            self.slots.release()
             circuit.machine.forget_seq(r.seq)
             chain.traces.append(tuple(r.trace))
-            if queue.deliver(entry[0], r, time.perf_counter() - entry[1], chain.index):
+            if self.queue.deliver(entry[0], r, time.perf_counter() - entry[1], chain.index):
                 chain.served += 1
-                if on_result is not None:
-                    on_result(len(queue.results), chain.index)
+                if self.on_result is not None:
+                    self.on_result(len(self.queue.results), chain.index)
 
-    queue.listeners.append(chain.poke)
-    try:
-        with unwrapped():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(sender)
-                nursery.start_soon(_watch, circuit, chain)
-                await receiver()
-                nursery.cancel_scope.cancel()
-    except P2PInferError as exc:  # task boundary of one chain: the others go on
+    async def run(self) -> None:
+        self.queue.listeners.append(self.chain.poke)
+        try:
+            with unwrapped():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.sender)
+                    nursery.start_soon(_watch, self.circuit, self.chain)
+                    await self.receiver()
+                    nursery.cancel_scope.cancel()
+        except P2PInferError as exc:  # task boundary of one chain: the others go on
+            self._failed(exc)
+            with trio.CancelScope(shield=True):
+                await self.circuit.abort()
+            return
+        finally:
+            self.queue.listeners.remove(self.chain.poke)
+        with trio.CancelScope(shield=True):
+            await self.circuit.aclose()
+
+    def _failed(self, exc: P2PInferError) -> None:
+        chain, queue = self.chain, self.queue
         chain.error = str(exc)
         if isinstance(exc, VerificationError):  # a proven-wrong hop: nothing it touched is kept
             recalled = queue.recall(chain.index)
@@ -213,13 +230,6 @@ async def _serve(chain: _Chain, queue: _Queue, inputs: Sequence[Activation], tim
                  exc, len(chain.inflight))
         queue.give_back([idx for idx, _t in chain.inflight.values()])
         chain.inflight.clear()
-        with trio.CancelScope(shield=True):
-            await circuit.abort()
-        return
-    finally:
-        queue.listeners.remove(chain.poke)
-    with trio.CancelScope(shield=True):
-        await circuit.aclose()
 
 
 async def _watch(circuit: Circuit, chain: _Chain, interval_s: float = 0.2) -> None:
@@ -284,8 +294,8 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
 async def _serve_until_last(chain: _Chain, live: list[_Chain], queue: _Queue, inputs: Sequence[Activation],
                             timeout_s: float | None, on_result: Callable[[int, int], None] | None,
                             audit: Audit | None) -> None:
-    """`_serve`, and when the last live chain fails with inputs left, end the stream (failed)."""
-    await _serve(chain, queue, inputs, timeout_s, on_result, audit)
+    """Feed `chain`, and when the last live chain fails with inputs left, end the stream (failed)."""
+    await _Feeder(chain, queue, inputs, timeout_s, on_result, audit).run()
     if chain.error is not None and all(c.error is not None for c in live) and len(queue.results) < queue.count:
         queue.failed = True
         queue.poke()
