@@ -79,7 +79,7 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
     audit = ChainAudits(requester, requester.hooks, manifest, batch) if resilient else None
     try:
         run = await run_replicated(requester.client, plan=rplan, manifest=manifest, inputs=batch, peer_addrs=addrs,
-                                   timeout_s=requester.config.circuit.result_timeout_s,
+                                   timeout_s=chain_deadlines(requester, rplan),
                                    on_result=(lambda n, _c: on_result(n)) if on_result else None, audit=audit)
     except (CircuitError, NetworkError) as exc:  # every chain failed: the single-chain path takes over
         log.warning("replicated stream failed (%s); falling back to one chain with failover", exc)
@@ -96,6 +96,16 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
         replicated=rplan, chains=run.chains, chain_of=run.chain_of, requester_cpu_s=run.requester_cpu_s)
     await requester.hooks.on_success(Attempt(1, manifest.model_id, first, snapshot, frozenset()), result)
     return result
+
+
+def chain_deadlines(requester: Any, rplan: ReplicatedPlan) -> list[float]:
+    """Per chain, how long it may go without a result while inputs are in flight: with the
+    ledger's hooks the single-chain engine's deadline (its hops' `deadline_s` of their predicted
+    compute + transfer in, plus the transfer out), else ClientConfig.result_timeout_s."""
+    deadline = getattr(requester.hooks, "deadline_s", None)
+    if deadline is None:
+        return [requester.config.circuit.result_timeout_s] * len(rplan.chains)
+    return [sum(deadline(h.compute_s + h.transfer_in_s) for h in c.hops) + c.transfer_out_s for c in rplan.chains]
 
 
 def credit_hops(requester: Any, manifest: Manifest, run: ReplicatedRun) -> None:

@@ -259,16 +259,19 @@ def _stats(chain: _Chain) -> ChainStats:
 
 async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifest: Manifest,
                          inputs: Sequence[Activation], peer_addrs: Mapping[str, Sequence[str]],
-                         window: int | None = None, timeout_s: float | None = None,
+                         window: int | None = None, timeout_s: float | Sequence[float] | None = None,
                          on_result: Callable[[int, int], None] | None = None, audit: Audit | None = None) -> ReplicatedRun:
     """Stream `inputs` over every chain of `plan` (module docstring). `window`: inputs in flight
     per chain (default: its hop count + 1, enough to keep every stage and link busy);
-    `on_result(done_count, chain_index)` after each result; `audit(chain_index, circuit, result,
+    `timeout_s`: how long a chain with inputs in flight may go without a result (one value, or
+    one per chain; None: ClientConfig.result_timeout_s); `on_result(done_count, chain_index)`
+    after each result; `audit(chain_index, circuit, result,
     input_index)` before a result is accepted (spot checks: p2pinfer/replicated_audit.py; a
     VerificationError from it also recalls every result its chain delivered). Raises CircuitError
     when no chain is left with inputs still unanswered."""
-    if not inputs or not plan.chains or (window is not None and window < 1):
-        raise CircuitError("run_replicated needs at least one input, one chain and window >= 1")
+    timeouts = list(timeout_s) if isinstance(timeout_s, Sequence) else [timeout_s] * len(plan.chains)
+    if not inputs or not plan.chains or (window is not None and window < 1) or len(timeouts) != len(plan.chains):
+        raise CircuitError("run_replicated needs at least one input, one chain, window >= 1 and one timeout per chain")
     t0 = time.perf_counter()
     chains = [_Chain(i, p, window or len(p.hops) + 1) for i, p in enumerate(plan.chains)]
     async with trio.open_nursery() as nursery:
@@ -280,7 +283,7 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     live = [c for c in chains if c.circuit is not None]
     async with trio.open_nursery() as nursery:
         for chain in live:
-            nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeout_s, on_result, audit)
+            nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeouts[chain.index], on_result, audit)
     cpu_s = time.process_time() - cpu0
     if len(queue.results) < len(inputs):
         raise CircuitError(f"{len(inputs) - len(queue.results)} of {len(inputs)} input(s) without a result: every chain "

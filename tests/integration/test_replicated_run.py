@@ -169,3 +169,21 @@ async def test_replicated_stream_spot_checks_catch_a_corrupter_and_recompute_its
         honest = [v for v in hooks.ledger.peers(hooks.clock()) if v.peer_id != liar]
         assert all(not v.excluded and v.state.verification_failures == 0 for v in honest)
         assert sum(v.state.hops_ok for v in honest) >= 40  # the survivors' hops were credited
+
+
+async def test_a_stalling_chain_misses_its_deadline_and_the_others_finish(tmp_path: Path) -> None:
+    """With the ledger's hooks a chain gets the single-chain engine's result deadline (from its
+    predicted times), so a hop that stalls costs seconds, not the 20 s result timeout."""
+    configs = [mlp_node("staller", gflops=30.0, adversary={"stall_after_hops": 2, "stall_seconds": 60.0}, mem_bytes=1 << 30)]
+    configs += [mlp_node(f"s{i}", gflops=10.0 + i, mem_bytes=1 << 30) for i in range(2)]
+    xs = inputs(30, seed=9)
+    config = replace(FAULT_REQUESTER, replicas=ReplicaOptions(max_chains=None))
+    async with fault_swarm(tmp_path, configs, config=config) as (swarm, requester, hooks):
+        staller = swarm.member("staller").peer_id
+        with trio.fail_after(15):  # well under the 20 s result timeout of FAULT_REQUESTER
+            result = await requester.infer_stream("mlp", xs)
+        assert isinstance(result, ReplicatedStreamResult) and result.replicated is not None
+        assert max_error(result.outputs, reference(requester.store, xs)) <= 1e-5
+        stalled = [c for c, plan in zip(result.chains, result.replicated.chains) if staller in {h.peer_id for h in plan.hops}]
+        assert stalled and stalled[0].error is not None and "no result within" in stalled[0].error
+        assert stalled[0].inputs <= 2
