@@ -153,10 +153,10 @@ class ResilientRun:
                 last = exc
                 for peer in self.convicted:  # no result through a proven-wrong peer survives
                     self._recall(peer)
-                lost = self._lost()
-                if lost:  # route around a hop that dropped its connection now, not after the probes
-                    await self._resume_after(resumes, lost, excluded | lost)
-                blamed = await self._blame(plan, addrs, exc)
+                async with trio.open_nursery() as probing:  # the probes, and a dropped hop meanwhile
+                    probing.start_soon(self._resume_if_lost, resumes, excluded)
+                    blamed = await self._blame(plan, addrs, exc)
+                    probing.cancel_scope.cancel()
                 excluded |= blamed
                 log.info("attempt %d failed (%s); excluding %s", attempts, exc, sorted(blamed) or "nobody")
                 await self._resume_after(resumes, blamed, excluded)
@@ -310,6 +310,13 @@ class ResilientRun:
             lost = self._lost()
             if lost:
                 raise NetworkError(f"lost the connection to hop(s) {', '.join(sorted(lost))} mid-circuit")
+
+    async def _resume_if_lost(self, resumes: trio.Nursery, excluded: frozenset[str], interval_s: float = 0.05) -> None:
+        """Rule 3 without waiting for the probes: once a hop of the failed attempt has dropped its
+        connection (often noticed just after an upstream error frame), route around it."""
+        while not (lost := self._lost()):
+            await trio.sleep(interval_s)
+        await self._resume_after(resumes, lost, excluded | lost)
 
     def _lost(self) -> frozenset[str]:
         """Hops of the running attempt we were connected to and no longer are (a dead peer's host
