@@ -25,8 +25,8 @@ someone else, so a node that calibrated while its neighbours did (the testbed st
 advertised 0.6-0.9 of what its quota then delivered, and that figure was cached for good. CPU
 time under a quota still includes what throttling costs per CPU-second (cold caches after each
 throttled period), because the kernels run inside the group. Each class's rate is that of its
-fast calls (the lower quartile of CPU seconds per call): neighbours that thrash the shared caches
-slow some calls even in CPU time. Each class runs for budget_s / 3 of
+median call in CPU seconds (robust to bursts of neighbours thrashing the shared caches, which
+slow calls even in CPU time). Each class runs for budget_s / 3 of
 wall time (0.5 s per class covers 10 periods of a 0.1-core group). Results are cached as JSON (the
 per-CPU-second rates, keyed by torch version, thread count and CPU model; any other key, or a
 corrupt file, triggers a new measurement); the usable cores are read again at every start.
@@ -51,7 +51,7 @@ from .cpu_quota import QuotaUnknown, usable_cores
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 5  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: fast calls
+CALIBRATION_VERSION = 5  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: median call
 CALIBRATION_FILE = "calibration.json"  # in the node's data dir
 _MIN_CALLS = 3
 
@@ -110,11 +110,12 @@ _WORKLOADS = {"linear": _linear_workload, "conv": _conv_workload, "attention": _
 
 
 def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], float]) -> tuple[float, float, float]:
-    """Calls made within a wall-time box (after one warm-up call): the CPU seconds of a fast call
-    (lower quartile), the CPU time they all used and the wall time they spanned. The quartile,
-    not the mean: neighbours that thrash the shared caches and memory bus slow some calls down
-    even in CPU time (8 testbed nodes calibrate at once), and a quota does not (it is applied
-    separately, as the usable cores)."""
+    """Calls made within a wall-time box (after one warm-up call): the median CPU seconds per
+    call, the CPU time they all used and the wall time they spanned. The median, not the mean:
+    a burst of neighbours thrashing the shared caches slows a few calls even in CPU time; not
+    the fastest calls: inside a quota most calls straddle a throttled period and restart with
+    cold caches, and a span pays that too (measured: the lower quartile over-rated the 0.4-core
+    node by ~1.3x against its ResNet-50 span)."""
     workload()
     per_call: list[float] = []
     began = time.perf_counter()
@@ -124,7 +125,7 @@ def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], 
         workload()
         per_call.append(cpu_clock() - cpu0)
     per_call.sort()
-    return per_call[len(per_call) // 4], sum(per_call), time.perf_counter() - began
+    return per_call[len(per_call) // 2], sum(per_call), time.perf_counter() - began
 
 
 def _cores(threads: int, measured_share: float | None) -> float:
@@ -167,7 +168,7 @@ def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> tuple[dict[str, fl
             timed = {name: _timed(fn, budget_s / len(workloads), clock) for name, (fn, _flops) in workloads.items()}
     finally:
         torch.set_num_threads(previous)
-    rates = {name: workloads[name][1] / max(fast, 1e-9) / 1e9 for name, (fast, _cpu, _wall) in timed.items()}
+    rates = {name: workloads[name][1] / max(median, 1e-9) / 1e9 for name, (median, _cpu, _wall) in timed.items()}
     share = sum(cpu for _, cpu, _ in timed.values()) / max(sum(wall for _, _, wall in timed.values()), 1e-9)
     return rates, share
 
