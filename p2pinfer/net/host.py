@@ -21,7 +21,7 @@ from libp2p.utils.address_validation import expand_wildcard_address
 from multiaddr import Multiaddr
 
 from p2pinfer.errors import ConfigError, NetworkError
-from p2pinfer.net.transport_tuning import tune_yamux
+from p2pinfer.net.transport_tuning import tune_libp2p
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ def parse_peer_addr(text: str, *, what: str = "bootstrap multiaddr") -> PeerInfo
 
 def make_host(key_pair: KeyPair, *, enable_mdns: bool = False) -> IHost:
     """A host with the default py-libp2p stack: TCP transport, Noise security, yamux muxer,
-    with yamux sending large DATA frames (net/transport_tuning.py: 1 MiB activations go 2.5x
-    faster). trio's SocketStream already sets TCP_NODELAY on every connection."""
+    tuned for activation-sized frames (net/transport_tuning.py: a 1 MiB frame crosses loopback
+    in ~4 ms instead of ~13 ms; wire-compatible). trio's SocketStream already sets TCP_NODELAY."""
     _no_happy_eyeballs_wait()
-    tune_yamux()
+    tune_libp2p()
     return new_host(key_pair=key_pair, muxer_preference="YAMUX", enable_mDNS=enable_mdns)
 
 

@@ -114,7 +114,7 @@ def _current(owner: Any, name: str) -> Any:
     return owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
 
 
-def tune_yamux(*, version: str | None = None) -> bool:
+def tune_libp2p(*, version: str | None = None) -> bool:
     """Apply every patch above; True if the tuning is in effect. Idempotent.
 
     `version` overrides the installed version (tests).

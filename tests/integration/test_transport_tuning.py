@@ -19,7 +19,7 @@ from p2pinfer.crypto.identity import Identity
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net import transport_tuning
 from p2pinfer.net.host import make_host
-from p2pinfer.net.transport_tuning import STOCK_MAX_FRAME, YAMUX_MAX_FRAME, installed_libp2p_version, tune_yamux
+from p2pinfer.net.transport_tuning import STOCK_MAX_FRAME, YAMUX_MAX_FRAME, installed_libp2p_version, tune_libp2p
 
 PROTO = "/p2pinfer/test-tuning/1.0.0"
 LIMIT = 64 << 20
@@ -39,13 +39,13 @@ def test_applies_to_the_measured_version_only(monkeypatch, caplog):
     _stock(monkeypatch)
     assert yamux._yamux_release_on_read() is True  # py-libp2p's default (no PY_YAMUX_* env here)
     with caplog.at_level(logging.WARNING, logger="p2pinfer.net.transport_tuning"):
-        assert tune_yamux(version="0.9.0") is False
+        assert tune_libp2p(version="0.9.0") is False
     assert _tuned() == [False] * 5
     assert "not tuning py-libp2p" in caplog.text
-    assert tune_yamux(version="0.8.1") is True
+    assert tune_libp2p(version="0.8.1") is True
     assert _tuned() == [True] * 5
     assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (YAMUX_MAX_FRAME, False)
-    assert tune_yamux(version="0.8.1") is True  # idempotent
+    assert tune_libp2p(version="0.8.1") is True  # idempotent
 
 
 @pytest.mark.parametrize("over", [dict(MAX_MESSAGE_SIZE=128 * 1024), dict(_yamux_release_on_read=lambda: True),
@@ -53,12 +53,12 @@ def test_applies_to_the_measured_version_only(monkeypatch, caplog):
 def test_changes_nothing_if_any_attribute_was_changed_by_someone_else(monkeypatch, over):
     _stock(monkeypatch, **over)
     before = [transport_tuning._current(owner, name) for owner, name, _, _ in transport_tuning._PATCHES]
-    assert tune_yamux(version="0.8.1") is False
+    assert tune_libp2p(version="0.8.1") is False
     assert [transport_tuning._current(owner, name) for owner, name, _, _ in transport_tuning._PATCHES] == before
 
 
 def test_stock_libp2p_restores_py_libp2p_for_a_while():
-    assert tune_yamux() is True
+    assert tune_libp2p() is True
     with transport_tuning.stock_libp2p():
         assert _tuned() == [False] * 5
         assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (STOCK_MAX_FRAME, True)
