@@ -226,7 +226,12 @@ class ResilientRun:
                 key = self.nonce + number.to_bytes(2, "big") + idx.to_bytes(4, "big")
                 checked = tuple(i for i, h in enumerate(specs) if self.hooks.should_check(key, i, h.peer_id))
                 outstanding[circuit.machine.next_seq] = (idx, time.perf_counter(), checked)
-                await circuit.send(self.batch[idx])
+                try:
+                    await circuit.send(self.batch[idx])
+                except CircuitError:
+                    if circuit.machine.error is None:
+                        raise
+                    return  # the circuit failed: the collector raises its error (one error, not a group)
                 state["wake"].set()
             state["sent_all"] = True
             state["wake"].set()
