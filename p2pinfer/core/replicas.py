@@ -23,6 +23,7 @@ re-optimisation of the peers of two chains (or a chain and an unused peer) at a 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -86,7 +87,8 @@ class ReplicatedPlan:
     def to_json_dict(self) -> dict[str, Any]:
         return {"chains": [{**c.to_json_dict(), "rate_rps": r} for c, r in zip(self.chains, self.rates_rps)],
                 "throughput_rps": self.throughput_rps, "upper_bound_rps": self.upper_bound_rps,
-                "optimal": self.optimal, "limit": self.limit, "gap": self.gap, "method": self.method}
+                "optimal": self.optimal, "limit": self.limit, "gap": self.gap, "method": self.method,
+                "excluded": list(self.excluded)}
 
 
 class _Oracle:
@@ -187,7 +189,8 @@ def _improve(oracle: _Oracle, chains: list[frozenset[int]], n: int, opts: Replic
     while len(oracle.cache) < opts.max_plans and _total(oracle, chains) < cap * (1 - _EPS):
         pool = sorted(frozenset(range(n)) - frozenset().union(*chains))
         order = sorted(range(len(chains)), key=lambda i: (oracle.rate(chains[i]), min(chains[i])))
-        pairs = [(i, j) for a, i in enumerate(order) for j in order[a + 1:]] + [(i, -1 - y) for i in order for y in pool]
+        pairs = itertools.chain(((i, j) for a, i in enumerate(order) for j in order[a + 1:]),
+                                ((i, -1 - y) for i in order for y in pool))  # lazily: rounds end early
         for i, j in pairs:
             if len(oracle.cache) >= opts.max_plans:
                 break
