@@ -16,7 +16,8 @@ extension of docs/cost-model.md; for one chain it is the reference model exactly
 Search (`plan_replicated`): up to `exact_peers` usable peers, exactly: the best single chain of
 every subset of peers (the throughput planner, proven optimal on such sizes) and a DP over set
 partitions. Beyond that, a local search from two starts (every peer that holds the whole model
-alone + chains peeled from the rest; chains peeled greedily from all peers), improved by exact
+alone + chains peeled from the rest; chains peeled greedily from all peers, up to 32 peers),
+improved by exact
 re-optimisation of the peers of two chains (or a chain and an unused peer) at a time, within
 `max_plans` planner calls. `upper_bound.py` gives the proven bound (an LP relaxation).
 """
@@ -37,6 +38,7 @@ from .replica_bound import requester_caps, upper_bound
 from .snapshot import PeerSpec, SwarmSnapshot
 
 _EPS = 1e-9
+_TWO_STARTS = 32  # up to this many usable peers the local search also starts from greedy peeling
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def _starts(oracle: _Oracle, n: int, max_chains: int, cap: float, budget: int) -
     singles = sorted((frozenset([y]) for y in range(n) if oracle.used(frozenset([y]))),
                      key=lambda s: (-oracle.rate(s), min(s)))[:max_chains]
     first = _peel(oracle, everyone - frozenset().union(*singles), list(singles), max_chains, cap, budget)
+    if n > _TWO_STARTS:  # each peel over a pool of ~100 peers is a full planner run (~1 s here)
+        return [first]
     return [first, _peel(oracle, everyone, [], max_chains, cap, budget)]
 
 

@@ -13,7 +13,7 @@ from p2pinfer.core import planner
 from p2pinfer.core.costs import build_costs
 from p2pinfer.core.plan import PlannerOptions
 from p2pinfer.core.profile import LayerProfile, ModelProfile
-from p2pinfer.core.replica_bound import closed_form_bound, lp_bound, requester_caps
+from p2pinfer.core.replica_bound import closed_form_bound, compute_lp_bound, lp_bound, requester_caps
 from p2pinfer.core.replicas import ReplicaOptions, ReplicatedPlan, plan_replicated, plan_replicated_or_single
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 from p2pinfer.errors import InfeasiblePlanError
@@ -118,7 +118,9 @@ def test_bounds_are_upper_bounds(seed: int) -> None:
         return
     lp = lp_bound(cm)
     assert lp is not None and lp >= truth * (1 - 1e-7)
-    assert closed_form_bound(cm) >= truth * (1 - 1e-7)
+    compute_only = compute_lp_bound(cm)
+    assert compute_only is not None and compute_only >= lp * (1 - 1e-7)  # fewer rows: weaker, still a bound
+    assert closed_form_bound(cm) >= compute_only * (1 - 1e-6) - 1e-9  # (the LPs are padded by 1e-7)
 
 
 # ---- unit cases -------------------------------------------------------------------------------
