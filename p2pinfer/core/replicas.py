@@ -17,9 +17,8 @@ Search (`plan_replicated`): up to `exact_peers` usable peers, exactly: the best 
 every subset of peers (the throughput planner, proven optimal on such sizes) and a DP over set
 partitions. Beyond that, a local search from two starts (every peer that holds the whole model
 alone + chains peeled from the rest; chains peeled greedily from all peers, up to 32 peers),
-improved by exact
-re-optimisation of the peers of two chains (or a chain and an unused peer) at a time, within
-`max_plans` planner calls. `upper_bound.py` gives the proven bound (an LP relaxation).
+improved by exact re-optimisation of the peers of two chains (or a chain and an unused peer) at
+a time, within `max_plans` planner calls; the search stops once the requester's cap is reached. `replica_bound.py` gives the proven bound (an LP relaxation).
 """
 
 from __future__ import annotations
