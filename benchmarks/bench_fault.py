@@ -182,8 +182,9 @@ def report(fast: dict[bool, list[Trial]], heavy: dict[bool, list[Trial]], rps: d
         "As is, mlp's spans compute in well under a millisecond, so resuming saves almost no compute; what it "
         "adds is a second circuit setup (the suffix) running next to the new full circuit on the same two "
         f"cores. With every hop's compute slowed {HEAVY_SLOWDOWN:g}x (`[emulation] compute_slowdown`, tens of "
-        "ms per span) the prefix work that resumption skips is what the in-flight inputs would otherwise "
-        "wait for again behind the new circuit's queue.", "",
+        "ms per span) resuming skips the prefix's compute for the in-flight inputs, so the stream's longest "
+        "gap shrinks; the resumed inputs themselves then share the suffix's hops with the new circuit's "
+        "frames (first come, first served), so their own latency gains less than the skipped compute.", "",
         f"**Throughput cost of spot checks** (steady state, `probation_hops = 0`; mlp over 5 nodes, "
         f"{stream} inputs after a 20-input warm-up). Every input runs through the one circuit; a checked "
         "hop is audited after its result arrived (its retained input/output fetched and checked against "
