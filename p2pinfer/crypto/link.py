@@ -2,23 +2,23 @@
 
 Every link of a circuit (requester -> h1 -> ... -> hk -> requester) has its own random 32-byte key,
 known only to the two ends of that link (the requester generates all keys and hands each hop its
-input and output key inside the sealed assignment). A frame is sealed with AEGIS-256 (libsodium
-via PyNaCl) under that key, with a fresh random 24-byte nonce on the wire (zero-extended to
-AEGIS-256's 32-byte nonce), and the associated data binds the frame to its place in the world:
+input and output key inside the sealed assignment). A frame is sealed with XChaCha20-Poly1305
+(IETF AEAD, libsodium via PyNaCl) under that key with a random 24-byte nonce, and the associated
+data binds the frame to its place in the world:
 
-    aad = b"p2pinfer/frame/v2" || circuit_id (16) || link (u16 BE) || direction (u8) || seq (u64 BE)
+    aad = b"p2pinfer/frame/v1" || circuit_id (16) || link (u16 BE) || direction (u8) || seq (u64 BE)
 
 so a frame moved to another circuit, another link, the other direction or another sequence
 number fails authentication, as does any flipped bit. Replays of an authentic frame are caught by
 a sliding window over `seq` (IPsec-style), updated only AFTER authentication succeeds so forged
 frames cannot poison it.
 
-Why AEGIS-256 (v2) rather than XChaCha20-Poly1305 (v1): on CPUs with AES instructions it seals
-and opens a 1 MiB activation in about 0.2 ms instead of 0.9 ms (measured here; 1.4 of the 10 ms
-per-hop budget). It is at least as strong: 256-bit key, 256-bit tag (Poly1305: 128), and 192
-random nonce bits per frame as with XChaCha (random nonces are safe for AEGIS-256; a collision is
-a 2^-96 event after 2^48 frames under one key). Without AES instructions (e.g. Raspberry Pi 4)
-libsodium's portable AEGIS is slower than ChaCha20; see docs/architecture.md.
+Why not AEGIS-256 (PyNaCl has it; measured here it seals and opens 1 MiB in 0.2 ms instead of
+0.9 ms): on CPUs without AES instructions, e.g. the Raspberry Pi 4 class of IoT boards we target,
+libsodium's portable AEGIS is slow and "not guaranteed to be protected against side channels"
+(libsodium docs), and any peer can make a hop run the AEAD on frames of its choosing. ChaCha20-
+Poly1305 is constant-time everywhere. Choosing AEGIS per link when both ends have AES hardware
+would need that capability in records and assignments (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -27,18 +27,17 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from nacl.bindings import crypto_aead_aegis256_ABYTES, crypto_aead_aegis256_decrypt, crypto_aead_aegis256_encrypt
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt, crypto_aead_xchacha20poly1305_ietf_encrypt
 from nacl.exceptions import CryptoError
 
 from p2pinfer.errors import WireError
 
 KEY_BYTES = 32
-NONCE_BYTES = 24  # on the wire; AEGIS-256 takes 32, the last 8 are zero
-TAG_BYTES = crypto_aead_aegis256_ABYTES  # 32
+NONCE_BYTES = 24
+TAG_BYTES = 16
 DEFAULT_REPLAY_WINDOW = 1024
 FORWARD, BACKWARD = 0, 1
-_AAD_PREFIX = b"p2pinfer/frame/v2"
-_NONCE_PAD = bytes(8)
+_AAD_PREFIX = b"p2pinfer/frame/v1"
 
 
 class FrameAuthError(WireError):
@@ -77,7 +76,7 @@ def seal_frame(end: LinkEnd, seq: int, plaintext: bytes) -> tuple[bytes, bytes]:
     """(nonce, ciphertext||tag) for frame `seq` on this link."""
     nonce = os.urandom(NONCE_BYTES)
     aad = frame_aad(end.circuit_id, end.link, end.direction, seq)
-    return nonce, crypto_aead_aegis256_encrypt(plaintext, aad, nonce + _NONCE_PAD, end.key)
+    return nonce, crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, end.key)
 
 
 def open_frame(end: LinkEnd, seq: int, nonce: bytes, box: bytes) -> bytes:
@@ -86,7 +85,7 @@ def open_frame(end: LinkEnd, seq: int, nonce: bytes, box: bytes) -> bytes:
         raise FrameAuthError("frame nonce or box has the wrong length")
     aad = frame_aad(end.circuit_id, end.link, end.direction, seq)
     try:
-        return crypto_aead_aegis256_decrypt(box, aad, nonce + _NONCE_PAD, end.key)
+        return crypto_aead_xchacha20poly1305_ietf_decrypt(box, aad, nonce, end.key)
     except CryptoError:
         raise FrameAuthError(f"frame seq {seq} on link {end.link} failed authentication") from None
 

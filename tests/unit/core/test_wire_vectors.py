@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nacl.bindings import crypto_aead_aegis256_encrypt
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 from nacl.public import SealedBox
 
 from p2pinfer.core import wire
@@ -51,7 +51,7 @@ def test_payload_aead_and_frame():
     cid, key, nonce = bytes.fromhex(V["assignment"]["circuit_id"]), bytes.fromhex(V["link_key"]), bytes.fromhex(V["nonce"])
     aad = frame_aad(cid, V["link"], V["direction"], V["seq"])
     assert aad.hex() == V["aad"]
-    box = crypto_aead_aegis256_encrypt(payload, aad, nonce + bytes(8), key)  # frame AEAD v2 (SPEC §5.3)
+    box = crypto_aead_xchacha20poly1305_ietf_encrypt(payload, aad, nonce, key)
     assert box.hex() == V["box"]
     assert open_frame(LinkEnd(key, cid, V["link"]), V["seq"], nonce, box) == payload
     frame = wire.ActivationFrame(circuit_id=cid, link=V["link"], seq=V["seq"], nonce=nonce, box=box)
