@@ -159,6 +159,18 @@ class CircuitMachine:
         """The seq the next `input_frame` will carry."""
         return self._sender.next_seq
 
+    def reserve_inputs(self, digests: Sequence[bytes]) -> tuple[int, bytes]:
+        """Reserve the next len(digests) link-0 seqs for inputs another hop writes (a handoff, see
+        core/handoff.py), recording the digests it committed to so the commitment chain starts from
+        them. Returns (first seq, link-0 key); later frames of ours take the seqs after them."""
+        if self.state is not State.READY:
+            raise CircuitError(f"cannot reserve inputs: circuit is {self.state.value}")
+        first = self._sender.next_seq
+        self._sender.next_seq += len(digests)
+        for i, digest in enumerate(digests):
+            self.input_hashes[first + i] = digest
+        return first, self._keys[0]
+
     def input_frame(self, act: Activation) -> tuple[int, bytes]:
         """(seq, encoded ActivationFrame) for link 0."""
         if self.state is not State.READY:

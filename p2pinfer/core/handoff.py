@@ -168,17 +168,10 @@ def reply(h: Handoff | None, me: str, *, sent: Sequence[int] = (), missing: Sequ
 
 
 def adopt(suffix: Any, digests: Sequence[bytes]) -> tuple[int, bytes]:
-    """Requester side: reserve the next len(digests) link-0 seqs of the suffix circuit's
-    machine (a core.circuit.CircuitMachine, READY) for inputs the holder writes, with the digests
-    the holder committed to (so the suffix's commitment chain starts from them). Returns (first
-    seq, link-0 key) for the Handoff. The requester's own later frames (the close notice) get
-    the seqs after them, so nothing collides in the first hop's replay window."""
-    sender = suffix._sender  # the machine's link-0 sender (core/circuit.py owns it; no public hook)
-    first = sender.next_seq
-    sender.next_seq += len(digests)
-    for i, d in enumerate(digests):
-        suffix.input_hashes[first + i] = d
-    return first, suffix._keys[0]
+    """Requester side: reserve link-0 seqs of the suffix circuit's machine (a READY
+    core.circuit.CircuitMachine) for the inputs the holder writes, starting the suffix's
+    commitment chain from the digests the holder committed to. Returns (first seq, link-0 key)."""
+    return suffix.reserve_inputs(digests)
 
 
 def prefix_digest(input_hash: bytes | None, commits: Sequence[wire.HopCommit | None]) -> bytes | None:
