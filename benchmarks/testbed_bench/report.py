@@ -121,7 +121,8 @@ def targets(results: list[dict[str, Any]], cluster: str = "iot8", model: str = "
                             "pred_vs_single": get(k, "p") / get("single-peer", "p"),
                             "pred_vs_even": get(k, "p") / get("even-split", "p"), "optimal": t[k]["optimal"],
                             "shape": hops_text(t[k], res["nodes"]), "measured": get(k), "predicted": get(k, "p"),
-                            "requester_cpu_ms": t[k]["measured"].get("requester_cpu_ms_per_input")}
+                            "requester_cpu_ms": t[k]["measured"].get("requester_cpu_ms_per_input"),
+                            "overall": t[k]["measured"].get("overall_rps"), "frames": t[k]["measured"].get("frames")}
                         for k in mine}
                 return {**rows[best], "best": best, "rows": rows}
     return None
