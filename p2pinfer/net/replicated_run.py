@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class _Queue:
         self.changed = trio.Event()
         self.listeners: list[Callable[[], None]] = []  # chains waiting for news
         self.failed = False
+        self.chains: list[_Chain] = []  # the live chains (tail-aware dispatch)
         self.t0 = time.perf_counter()
         self.last_dispatch = 0.0
 
@@ -90,9 +92,10 @@ class _Queue:
         for listener in self.listeners:
             listener()
 
-    async def take(self) -> int | None:
-        """The next input index for a chain with room; None when nothing is left to send."""
-        while not self.todo:
+    async def take(self, chain: "_Chain | None" = None) -> int | None:
+        """The next input index for a chain with room (once taking it pays, see `worth`); None
+        when nothing is left to send."""
+        while not self.todo or (chain is not None and not self.worth(chain)):
             if self.complete:
                 return None
             await self.changed.wait()
@@ -100,6 +103,20 @@ class _Queue:
         if not self.todo:
             self.last_dispatch = time.perf_counter() - self.t0
         return idx
+
+    def worth(self, chain: "_Chain") -> bool:
+        """Tail-aware pull: `chain` takes an input if it would finish it first of all live chains,
+        or if the queue holds more than the others can finish before it would (each chain's
+        rate: measured once it has delivered 2 results, else predicted). Otherwise a slow chain
+        would hold the stream's last inputs long after the others ran dry."""
+        now = time.perf_counter()
+        live = [c for c in self.chains if c.error is None]
+        done_at = {id(c): (len(c.inflight) + 1) / c.rate(now) for c in live}
+        mine = done_at.get(id(chain), math.inf)
+        if mine <= min(done_at.values(), default=math.inf) * (1 + 1e-9):
+            return True
+        others = sum(max(0.0, c.rate(now) * mine - len(c.inflight)) for c in live if c is not chain)
+        return len(self.todo) > others
 
     def give_back(self, indices: Sequence[int]) -> None:
         self.todo.extendleft(sorted((i for i in indices if i not in self.results), reverse=True))
@@ -135,9 +152,16 @@ class _Chain:
     inflight: dict[int, tuple[int, float]] = field(default_factory=dict)  # seq -> (input index, sent at)
     traces: list[tuple[int, ...]] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)  # a send happened, or the queue changed
+    started: float | None = None  # first send
 
     def poke(self) -> None:
         self.wake.set()
+
+    def rate(self, now: float) -> float:
+        """Inputs per second: measured over its stream so far once it delivered 2, else predicted."""
+        if self.started is not None and self.served >= 2 and now > self.started:
+            return self.served / (now - self.started)
+        return self.plan.throughput_rps
 
 
 async def _open(client: CircuitClient, chain: _Chain, manifest: Manifest, peer_addrs: Mapping[str, Sequence[str]]) -> None:
@@ -170,12 +194,14 @@ class _Feeder:
         chain = self.chain
         while True:
             await self.slots.acquire()
-            idx = await self.queue.take()
+            idx = await self.queue.take(chain)
             if idx is None:
                 return
             chain.inflight[self.circuit.machine.next_seq] = (idx, time.perf_counter())
+            if chain.started is None:
+                chain.started = time.perf_counter()
             await self.circuit.send(self.inputs[idx])
-            chain.poke()
+            self.queue.poke()  # our in-flight count changed: other chains' choices may too (wakes our receiver)
 
     async def receiver(self) -> None:
         chain, circuit = self.chain, self.circuit
@@ -281,6 +307,7 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     queue = _Queue(len(inputs))
     cpu0 = time.process_time()
     live = [c for c in chains if c.circuit is not None]
+    queue.chains = live
     async with trio.open_nursery() as nursery:
         for chain in live:
             nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeouts[chain.index], on_result, audit)
