@@ -51,7 +51,7 @@ _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
 _FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 _TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
-_FEW_NODES = 50_000  # search nodes for the exact search on few peers (core/few_peers.py), in all
+_FEW_NODES = 30_000  # search nodes for the exact search on few peers (core/few_peers.py), in all
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from .costs import CostModel, Span
 from .threshold import CAP_SLACK
 
 MAX_PEERS = 16  # "few peers": masks of at most this many bits
-MAX_CELLS = 300_000  # ... and P * (L+1)^2 span costs at most
+MAX_CELLS = 80_000  # ... and P * (L+1)^2 span costs at most (the search grows with it, too)
 _ASCENT = (0.004, 2.0)  # first relative step above the bound, growth factor
 _RECOMPILE = 0.03  # the descent recompiles its decider after T fell this much (stronger cuts)
 _DIVE_NODES = 64  # the few-hop search gets this plus one node per layer
@@ -89,13 +89,16 @@ def counting_bound(sc: SpanCosts) -> float:
     Summed over peers it must reach the model's total; the answer is a span cost itself.
     (Orders and running maxima use float keys: errors of about 1e-15 relative, inside the 1e-12
     slack on the totals.)"""
+    Lp1, P = sc.cost.shape[:2]
     front = np.concatenate([sc.cost[:-1] < sc.reach[1:], np.isfinite(sc.cost[-1:])], axis=0)
-    b, ys, a = np.nonzero(front)  # where the furthest end within T from (peer, start) moves
-    if len(ys) == 0:
+    flat = np.flatnonzero(front)  # where the furthest end within T from (peer, start) moves
+    if len(flat) == 0:
         return INF
-    cost = sc.cost[b, ys, a]
-    order = np.argsort(ys * (4.0 * float(cost.max())) + cost, kind="stable")  # by peer, then cost
-    ys, a, b, cost = ys[order], a[order], b[order], cost[order]
+    cost = sc.cost.ravel()[flat]
+    flat = flat[np.argsort((flat // Lp1 % P) * (4.0 * float(cost.max())) + cost)]  # by peer, then cost
+    b, rest = np.divmod(flat, P * Lp1)
+    ys, a = np.divmod(rest, Lp1)
+    cost = sc.cost.ravel()[flat]
     first = np.flatnonzero(np.concatenate([[True], ys[1:] != ys[:-1]]))  # each peer's first event
     bound, off = sc.floor, ys * 2.0
     for cum in sc.cum:
