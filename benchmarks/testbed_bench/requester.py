@@ -159,7 +159,8 @@ async def bench_replicated(req: Requester, manifest: Any, profile: Any, snapshot
         f"(bound {rp.upper_bound_rps:.2f}), {count} inputs")
     run = await run_replicated(req.client, plan=rp, manifest=manifest, inputs=[acts] * count, peer_addrs=addrs)
     measured = {"throughput_rps": steady_replicated(run.done_at_s, run.last_dispatch_s),
-                "overall_rps": count / (run.wall_s - run.setup_ms / 1000), "setup_ms": run.setup_ms, "wall_s": run.wall_s,
+                "overall_rps": count / run.done_at_s[-1], "setup_ms": run.setup_ms, "wall_s": run.wall_s,
+                "done_at_s": list(run.done_at_s), "last_dispatch_s": run.last_dispatch_s,
                 "stream_latency_ms": statistics.median(run.latency_ms), "frames": count,
                 "requester_cpu_ms_per_input": run.requester_cpu_s / count * 1000,
                 "chains": [{"inputs": c.inputs, "error": c.error, "predicted_rps": c.predicted_rps,
