@@ -100,6 +100,7 @@ class Row:
     objective: str
     median_ms: float
     median_cpu_ms: float
+    min_ms: float
     max_ms: float
     optimal: int
     runs: int
@@ -119,8 +120,8 @@ def time_case(L: int, P: int, objective: str, instances: int, reps: int, seed: i
             cpu.append(time.process_time() - c)
         optimal += best.optimal
         gaps.append(best.gap)
-    return Row(L, P, objective, 1000 * statistics.median(times), 1000 * statistics.median(cpu), 1000 * max(times),
-               optimal, instances, max(gaps))
+    return Row(L, P, objective, 1000 * statistics.median(times), 1000 * statistics.median(cpu), 1000 * min(times),
+               1000 * max(times), optimal, instances, max(gaps))
 
 
 def quality(L: int, P: int, objective: str, instances: int, seed: int) -> dict[str, list[float]]:
@@ -147,6 +148,7 @@ def _fmt_ratio(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer instances and repetitions")
+    ap.add_argument("--note", default="", help="a line printed under the machine line (e.g. 'shared, busy machine')")
     args = ap.parse_args()
     instances, reps, q_inst = (2, 2, 10) if args.quick else (5, 3, 40)
     import scipy.optimize  # noqa: F401  (one-time import the throughput LP needs: not solve time)
@@ -156,18 +158,19 @@ def main() -> None:
     lines = [
         "## Planner", "",
         f"Reproduce: `python -m benchmarks.bench_planner{' --quick' if args.quick else ''}`. {machine_line()}",
+        *([f"**{args.note}**"] if args.note else []),
         f"Random heterogeneous swarms (device classes IoT..GPU box, jittered), {instances} instances x {reps} runs per row.",
         "Times include compiling the cost model (`build_costs`). `median ms` is wall time, `median CPU ms` "
         "the process CPU time of the same runs (all threads, so numpy's threads can push it above wall "
         "time): on a machine shared with other jobs wall time is inflated by waiting for a core. "
         "`proven optimal` counts instances where the planner proved optimality; `worst gap` is the largest "
         "distance to its proven lower bound among the others.", "",
-        "| layers | peers | objective | median ms | median CPU ms | max ms | target ms | proven optimal | worst gap |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| layers | peers | objective | median ms | median CPU ms | min ms | max ms | target ms | proven optimal | worst gap |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r.layers} | {r.peers} | {r.objective} | {r.median_ms:.1f} | {r.median_cpu_ms:.1f} | "
-                     f"{r.max_ms:.1f} | {targets[(r.layers, r.peers)]} | {r.optimal}/{r.runs} | "
+                     f"{r.min_ms:.1f} | {r.max_ms:.1f} | {targets[(r.layers, r.peers)]} | {r.optimal}/{r.runs} | "
                      f"{100 * r.worst_gap:.2f}% |")
     lines += ["", f"Baselines relative to the planner (objective value / planner's, median over {q_inst} instances; "
               "1.00x = as good as the planner):", "",

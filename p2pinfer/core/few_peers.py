@@ -30,7 +30,7 @@ import copy
 import functools
 import math
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -62,6 +62,7 @@ class SpanCosts:
     cum: np.ndarray  # (3, L+1) cumulative layers, FLOPs, parameter bytes (capacity weights)
     bits: list[float]  # bits crossing each boundary (the dominance rule among ends)
     left: tuple[list[float], list[float]]  # layers and FLOPs from each boundary on (less 1e-12)
+    rows: dict[int, list[float]] = field(default_factory=dict)  # cache of cost[a+1:, y, a] as lists
 
 
 def span_costs(cm: CostModel) -> SpanCosts:
@@ -211,7 +212,9 @@ class Decider:
         """y's ends from a within t, furthest first, without those a further end dominates
         (see threshold.ChainSearch: a chain from the nearer end can be cut at the further)."""
         hi = self.end[y][a]
-        row = self.sc.cost[a + 1:hi + 1, y, a].tolist()
+        row = self.sc.rows.get(a * 64 + y)  # costs from a on, shared by every decider of the plan
+        if row is None or len(row) < hi - a:
+            row = self.sc.rows[a * 64 + y] = self.sc.cost[a + 1:hi + 1, y, a].tolist()
         bits, t, out, least = self.sc.bits, self.t, [], INF
         for b in range(hi, a, -1):
             if row[b - a - 1] <= t and bits[b] < least:
