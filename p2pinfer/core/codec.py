@@ -79,9 +79,10 @@ _SPLICE_MIN = 4096
 
 def _stub_large(obj: Any, big: dict[bytes, bytes]) -> Any:
     """Replace byte strings >= _SPLICE_MIN by unique random 16-byte stubs (map keys untouched)."""
-    if isinstance(obj, (bytes, bytearray, memoryview)) and len(obj) >= _SPLICE_MIN:
+    if isinstance(obj, (bytes, bytearray, memoryview)) and memoryview(obj).nbytes >= _SPLICE_MIN:
         stub = os.urandom(16)
-        big[b"\x50" + stub] = obj if isinstance(obj, bytes) else bytes(obj)  # 0x50: bstr of length 16
+        # 0x50: bstr of length 16. Buffers are joined as they are (no copy before the final join).
+        big[b"\x50" + stub] = obj if isinstance(obj, bytes) else memoryview(obj).cast("B")
         return stub
     if isinstance(obj, dict):
         return {k: _stub_large(v, big) for k, v in obj.items()}
@@ -215,13 +216,16 @@ _MAJORS = (_Reader._uint, _Reader._negint, _Reader._bytes, _Reader._text, _Reade
 
 
 def tensor_to_cbor(arr: np.ndarray) -> cbor2.CBORTag:
-    """An ndarray as tag 40 [shape, typed array]; non-LE / non-contiguous input is converted."""
+    """An ndarray as tag 40 [shape, typed array]; non-LE / non-contiguous input is converted.
+    Encode the result right away: a large tensor's bytes are a view of the array's memory."""
     name = arr.dtype.name
     if name not in DTYPE_TAGS:
         raise WireError(f"tensor dtype {name!r} is not one of {sorted(DTYPE_TAGS)}")
     if arr.ndim > MAX_RANK:
         raise WireError(f"tensor rank {arr.ndim} exceeds {MAX_RANK}")
-    data = np.ascontiguousarray(arr, dtype=np.dtype(_NUMPY_LE[name])).tobytes()
+    contiguous = np.ascontiguousarray(arr, dtype=np.dtype(_NUMPY_LE[name]))
+    # a large tensor goes to encode_canonical as a view of its memory: copied once, by the final join
+    data = contiguous.tobytes() if contiguous.nbytes < _SPLICE_MIN else memoryview(contiguous).cast("B")
     return cbor2.CBORTag(TAG_NDARRAY, [list(arr.shape), cbor2.CBORTag(DTYPE_TAGS[name], data)])
 
 

@@ -160,3 +160,16 @@ def test_arbitrary_or_mutated_bytes_only_ever_raise_wire_error(data):
         wire.decode(data, expect=list(wire.DECODERS.values()), max_size=1 << 16)
     except WireError:
         pass
+
+
+def test_large_tensors_encode_to_the_same_canonical_bytes_as_cbor2():
+    """Large tensors are spliced from a view of the array's memory: the bytes must not change
+    (digests, commitments and signatures are over them)."""
+    arr = np.random.default_rng(3).standard_normal((64, 1024)).astype(np.float32)
+    act = {"x": arr, "mask": np.ones((1, 64), dtype=np.int64)}
+    reference = cbor2.dumps({name: cbor2.CBORTag(40, [list(a.shape), cbor2.CBORTag(codec.DTYPE_TAGS[a.dtype.name], a.tobytes())])
+                             for name, a in act.items()}, canonical=True)
+    encoded = codec.encode_canonical(codec.activation_to_cbor(act))
+    assert isinstance(encoded, bytes) and encoded == reference
+    back = codec.activation_from_cbor(codec.decode_strict(encoded, max_size=1 << 20))
+    assert np.array_equal(back["x"], arr)
