@@ -17,6 +17,10 @@ bandwidth part <= T?", which at fixed T has no coupling between neighbours.
    proof) and guides chain searches with perturbed restarts between its bound and `hi`.
 5. Unproven chains compete with the baselines (never worse) and, if still loose, a local search
    (core/polish.py). Among chains within the final bottleneck the fastest one found is returned.
+
+On few peers (core/few_peers.py: at most 16, and P * (L+1)^2 <= 80k) one exact branch and bound
+over span costs replaces steps 1-4; the steps above run only past its node budget, from what it
+found and proved.
 """
 
 from __future__ import annotations
