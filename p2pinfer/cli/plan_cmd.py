@@ -80,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="spread a peer's one-time weight download over N requests (0: assume weights are held)")
     p.add_argument("--exclusion-threshold", type=float, default=0.2, metavar="R",
                    help="never use peers with reputation below R (default 0.2)")
+    p.add_argument("--chains", type=int, metavar="N",
+                   help="objective throughput: also plan up to N disjoint chains served at once (0: as many as "
+                        "pay off), shown under 'replicated' (docs/cost-model.md, replicated plans)")
     p.set_defaults(handler=_handle)
 
 
@@ -88,7 +91,18 @@ def _options(args: argparse.Namespace) -> PlannerOptions:
         raise ConfigError(f"--amortize must be >= 0, got {args.amortize}")
     if not 0 <= args.exclusion_threshold <= 1:
         raise ConfigError(f"--exclusion-threshold must be in [0, 1], got {args.exclusion_threshold}")
+    if args.chains is not None and args.chains < 0:
+        raise ConfigError(f"--chains must be >= 0, got {args.chains}")
+    if args.chains is not None and args.objective != "throughput":
+        raise ConfigError("--chains needs --objective throughput (several chains serve a stream, not one request)")
     return PlannerOptions(exclusion_threshold=args.exclusion_threshold, amortize_requests=args.amortize or None)
+
+
+def replicated_report(profile: ModelProfile, snapshot: SwarmSnapshot, chains: int, options: PlannerOptions) -> Any:
+    """The replicated plan for `--chains N` (0: no cap), priced by the same cost model."""
+    from p2pinfer.core.replicas import ReplicaOptions, plan_replicated
+
+    return plan_replicated(profile, snapshot, options=options, replicas=ReplicaOptions(max_chains=chains or None))
 
 
 def read_json_file(path: Path, what: str) -> Any:
@@ -142,16 +156,40 @@ def _handle(args: argparse.Namespace) -> int:
     profile = _profile(args)
     snapshot = _snapshot(args)
     report = plan_report(profile, snapshot, args.objective, options)
+    replicated = None if args.chains is None else replicated_report(profile, snapshot, args.chains, options)
     if args.plot is not None:
         from p2pinfer.plot_plan import plot_report
 
         plot_report(report.plan, report.best_baseline, args.plot, title=profile.name)
     if args.json:
-        json.dump(report.to_json_dict(), sys.stdout)
+        doc = report.to_json_dict()
+        if replicated is not None:
+            doc["replicated"] = replicated.to_json_dict()
+        json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
     else:
         render(report, profile)
+        if replicated is not None:
+            render_replicated(replicated)
     return 0
+
+
+def render_replicated(replicated: Any) -> None:
+    """One row per chain of a replicated plan, then its total and proven bound."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"replicated: {len(replicated.chains)} disjoint chain(s) served at once")
+    for col in ("chain", "hops", "predicted inputs/s"):
+        table.add_column(col, justify="left" if col == "hops" else "right")
+    for i, (chain, rate) in enumerate(zip(replicated.chains, replicated.rates_rps), 1):
+        hops = " -> ".join(f"{h.peer_id}[{h.start}:{h.stop}]" for h in chain.hops)
+        table.add_row(str(i), hops, f"{rate:.2f}")
+    console = Console()
+    console.print(table)
+    proof = "proven optimal" if replicated.optimal else f"within {100 * replicated.gap:.1f}% of a proven upper bound"
+    console.print(f"total {replicated.throughput_rps:.2f} inputs/s (bound {replicated.upper_bound_rps:.2f}, "
+                  f"limited by {replicated.limit}); {proof}")
 
 
 def render(report: PlanReport, profile: ModelProfile) -> None:

@@ -131,3 +131,35 @@ def test_zoo_model_is_resolved_through_the_models_package(files, capsys, tmp_pat
     assert doc["hops"][0]["layers"][0] == 0 and doc["hops"][-1]["layers"][1] > 0
     assert main(["plan", "no-such-model", "--peers-file", str(peers), "--data-dir", str(tmp_path / "store")]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_chains_adds_a_replicated_plan(files, capsys) -> None:
+    """--chains: disjoint chains next to the single chain; the single-chain keys keep their meaning."""
+    peers, profile = files
+    args = ["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--objective", "throughput"]
+    assert main([*args, "--json", "--chains", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    single = plan_command(profile_from_json(PROFILE), snapshot_from_json(PEERS), "throughput")
+    assert {k: v for k, v in doc.items() if k != "replicated"} == single
+    rep = doc["replicated"]
+    used = [h["peer"] for chain in rep["chains"] for h in chain["hops"]]
+    assert len(used) == len(set(used)) and "shady" not in used  # disjoint chains, never an excluded peer
+    assert rep["throughput_rps"] >= single["throughput_rps"] * (1 - 1e-9)
+    assert rep["throughput_rps"] <= rep["upper_bound_rps"] * (1 + 1e-9)
+    assert abs(sum(c["rate_rps"] for c in rep["chains"]) - rep["throughput_rps"]) <= 1e-6 * rep["throughput_rps"]
+    assert main([*args, "--chains", "1", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)["replicated"]
+    assert len(one["chains"]) == 1
+    assert main([*args, "--chains", "0"]) == 0
+    assert "disjoint chain(s) served at once" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--chains", "-1"], "--chains must be >= 0"),
+    (["--chains", "2", "--objective", "latency"], "--chains needs --objective throughput"),
+])
+def test_bad_chains_is_one_line_error(files, capsys, extra: list[str], message: str) -> None:
+    peers, profile = files
+    assert main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
