@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 import trio
@@ -20,6 +21,18 @@ from p2pinfer.swarm import LocalSwarm, SwarmOptions
 TEST_REQUESTER = RequesterConfig(use_dht=False, discovery_timeout_s=5.0, max_attempts=3,
                                  circuit=ClientConfig(io_timeout_s=10.0, setup_timeout_s=60.0, result_timeout_s=60.0))
 FULL_SPEED = SwarmOptions(emulate=False)
+
+
+def swarm_dir(tmp: Path, n: int = 3) -> Path:
+    """A --swarm DIR of n small heterogeneous node configs (TOML files, as a user would write)."""
+    directory = tmp / "swarm"
+    directory.mkdir()
+    for i in range(n):
+        (directory / f"n{i}.toml").write_text("\n".join([
+            "[node]", f'name = "n{i}"', 'listen = ["/ip4/127.0.0.1/tcp/0"]',
+            "[resources]", 'mem_bytes = "1 GiB"', f"gflops = {10 + 5 * i}",
+            "[emulation]", "up_mbps = 500.0", "latency_ms = 1.0"]) + "\n")
+    return directory
 
 
 def node_config(name: str, *, mem_bytes: int = 1 << 30, gflops: float | None = 20.0, **emulation: Any) -> NodeConfig:

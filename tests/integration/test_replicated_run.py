@@ -23,7 +23,7 @@ from p2pinfer.net.replicated_run import run_replicated
 from p2pinfer.replicated_stream import ReplicatedStreamResult, plan_for
 
 from tests.integration.fault_swarm import FAULT_REQUESTER, fault_swarm, inputs, max_error, mlp_node, reference
-from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester
+from tests.integration.run_swarm import TEST_REQUESTER, node_config, swarm_and_requester, swarm_dir
 
 REPLICATED = replace(TEST_REQUESTER, replicas=ReplicaOptions(max_chains=None))
 
@@ -103,22 +103,11 @@ async def test_every_chain_failing_is_a_clear_error(tmp_path: Path) -> None:
                                  timeout_s=20.0, on_result=on_result)
 
 
-def _swarm_dir(tmp: Path, n: int = 3) -> Path:
-    directory = tmp / "swarm"
-    directory.mkdir()
-    for i in range(n):
-        (directory / f"n{i}.toml").write_text("\n".join([
-            "[node]", f'name = "n{i}"', 'listen = ["/ip4/127.0.0.1/tcp/0"]',
-            "[resources]", 'mem_bytes = "1 GiB"', f"gflops = {10 + 5 * i}",
-            "[emulation]", "up_mbps = 500.0", "latency_ms = 1.0"]) + "\n")
-    return directory
-
-
 def test_cli_streams_over_chains_unless_single_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = ModelStore(tmp_path / "store")
     xs = np.random.default_rng(8).standard_normal((9, 64)).astype(np.float32)
     np.save(tmp_path / "batch.npy", xs)
-    swarm = _swarm_dir(tmp_path)
+    swarm = swarm_dir(tmp_path)
     common = ["run", "mlp", "--input-file", str(tmp_path / "batch.npy"), "--swarm", str(swarm),
               "--data-dir", str(store.root), "--json"]
     want = _local(store, xs)

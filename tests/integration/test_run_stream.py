@@ -20,18 +20,7 @@ from p2pinfer.models.executor import SpanExecutor
 from p2pinfer.models.io import tokenize
 from p2pinfer.models.store import ModelStore
 
-from tests.integration.run_swarm import node_config, swarm_and_requester
-
-
-def _swarm_dir(tmp: Path, n: int = 3) -> Path:
-    directory = tmp / "swarm"
-    directory.mkdir()
-    for i in range(n):
-        (directory / f"n{i}.toml").write_text("\n".join([
-            "[node]", f'name = "n{i}"', 'listen = ["/ip4/127.0.0.1/tcp/0"]',
-            "[resources]", 'mem_bytes = "1 GiB"', f"gflops = {10 + 5 * i}",
-            "[emulation]", "up_mbps = 500.0", "latency_ms = 1.0"]) + "\n")
-    return directory
+from tests.integration.run_swarm import node_config, swarm_and_requester, swarm_dir
 
 
 def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict, str]:
@@ -40,13 +29,13 @@ def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict, str
     return json.loads(captured.out), captured.err
 
 
-def test_npy_batch_streams_through_a_swarm_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_npy_batch_streams_through_aswarm_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = ModelStore(tmp_path / "store")
     manifest = zoo.get_manifest("mlp", store=store)
     batch = np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)
     np.save(tmp_path / "batch.npy", batch)
     threads = torch.get_num_threads()
-    doc, err = _run_json(capsys, "mlp", "--input-file", str(tmp_path / "batch.npy"), "--swarm", str(_swarm_dir(tmp_path)),
+    doc, err = _run_json(capsys, "mlp", "--input-file", str(tmp_path / "batch.npy"), "--swarm", str(swarm_dir(tmp_path)),
                          "--data-dir", str(store.root))
     assert "embedded local swarm (3 in-process nodes" in err and "5 inputs in" in err
     assert torch.get_num_threads() == threads  # the swarm's one-thread setting does not leak
@@ -63,7 +52,7 @@ def test_text_lines_stream_in_order(tmp_path: Path, capsys: pytest.CaptureFixtur
     lines = ["the first sentence", "", "a second, different sentence"]
     (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
     doc, _err = _run_json(capsys, "minilm", "--input-file", str(tmp_path / "lines.txt"), "--swarm",
-                          str(_swarm_dir(tmp_path)), "--data-dir", str(store.root), "--objective", "latency")
+                          str(swarm_dir(tmp_path)), "--data-dir", str(store.root), "--objective", "latency")
     assert doc["count"] == 2 and doc["plan"]["objective"] == "latency"
     executor = SpanExecutor(store)
     for text, out in zip([line for line in lines if line], doc["outputs"]):
