@@ -36,8 +36,8 @@ from .chain_dp import dssr, pass_work, repeated, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 from .polish import polish
-from .flow_lp import solve_flow
-from .threshold import CAP_SLACK, ChainSearch, at, proven_infeasible
+from .flow_lp import Guide, certifies_at, solve_windows
+from .threshold import CAP_SLACK, ChainSearch, Threshold, at, proven_infeasible
 
 _TOL = 1.001  # real-valued bisections stop within 0.1%
 _FEW = 48  # candidate values in (lb, hi) bisected exactly when at most this many
@@ -52,6 +52,7 @@ _LP_PROBES = 4  # LPs spent on the bound
 _LP_GUIDED = 7  # then LP-guided probes for chains
 _LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
 _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
+_CERT_STEPS = 4  # bisection steps of an LP certificate's reach (each far cheaper than an LP)
 _FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
 _TIEBREAK_PASS = 100_000  # one relaxed latency pass for the tie-break up to this much work
@@ -123,6 +124,7 @@ class _Search:
         self.lb = 0.0
         self.relaxed_known = True  # lb >= the relaxed (peers may repeat) optimum: skip that proof
         self.lp_guided = False  # probes ask the flow LP first (slow; for stubborn gaps)
+        self.lp_feasible: list[tuple[float, Guide | None]] = []  # (t, guide) of feasible flow LPs
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
         if spans is not None:
@@ -148,9 +150,9 @@ class _Search:
             return False
         guide = None
         if self.lp_guided:
-            got = solve_flow(self.work, th)
+            got = self.flow(t, th)
             if got is not None and not got[0]:
-                self.lb = max(self.lb, t)
+                self.lp_proved(t, got[2])
                 return False
             guide = got[1] if got is not None else None
         work, keep = self.work, self.keep
@@ -188,6 +190,37 @@ class _Search:
                     lo = max(lo, t)
                 below = False
 
+    def flow(self, t: float, th: Threshold) -> tuple[bool, Guide | None, np.ndarray | None] | None:
+        """The flow LP at t (core/flow_lp.solve_windows). Feasible at some t' <= t means feasible
+        at t too (more spans are allowed): then the guide of the largest such t' is reused, no
+        LP is solved (on the benchmark most LP-guided probes were such re-solves)."""
+        known = [k for k in self.lp_feasible if k[0] <= t]
+        if known:
+            return True, max(known, key=lambda k: k[0])[1], None
+        got = solve_windows(self.work, th)
+        if got is not None and got[0]:
+            self.lp_feasible.append((t, got[1]))
+        return got
+
+    def lp_proved(self, t: float, w: np.ndarray | None) -> None:
+        """The flow LP proved t out of reach (lb = t) with certificate w, which usually holds
+        further up, where checking it is far cheaper than another LP: first just below hi (then
+        hi is optimal), else a few log-scale bisection steps towards it."""
+        self.lb = max(self.lb, t)
+        top = self.hi * (1 - 3 * CAP_SLACK)
+        if w is None or top <= self.lb:
+            return
+        if certifies_at(at(self.work, top), w):
+            self.lb = top
+            return
+        lo, up = self.lb, top
+        for _ in range(_CERT_STEPS):
+            mid = math.sqrt(lo * up)
+            if certifies_at(at(self.work, mid), w):
+                lo = self.lb = mid
+            else:
+                up = mid
+
     def lp_bisect(self, nodes: int, max_lps: int) -> None:
         """Bisect towards the flow LP's bound: an infeasible LP raises lb; a feasible one lowers
         the upper end of the search and guides a chain search at that T (which may lower hi)."""
@@ -200,11 +233,12 @@ class _Search:
             if proven_infeasible(self.work, th, not self.relaxed_known):
                 lo = self.lb = max(self.lb, t)
                 continue
-            got = solve_flow(self.work, th)
+            got = self.flow(t, th)
             if got is None:
                 return
             if not got[0]:
-                lo = self.lb = max(self.lb, t)
+                self.lp_proved(t, got[2])
+                lo = self.lb
                 continue
             up = t
             spans, proven = ChainSearch(self.work, th, got[1]).run(nodes)

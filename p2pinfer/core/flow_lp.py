@@ -85,6 +85,13 @@ def solve_flow(cm: CostModel, th: Threshold) -> tuple[bool, Guide | None] | None
     and the end of that peer's heaviest arc from a (-1: none). Infeasible only with a checked
     certificate; otherwise the full arc LP (`solve_full`) decides.
     """
+    got = solve_windows(cm, th)
+    return None if got is None else got[:2]
+
+
+def solve_windows(cm: CostModel, th: Threshold) -> tuple[bool, Guide | None, np.ndarray | None] | None:
+    """`solve_flow` plus, when infeasible by the window LP, its checked certificate w (per-layer
+    weights; `certifies_at` tells up to which larger T the same w still proves infeasibility)."""
     try:
         import scipy.sparse as sp
         from scipy.optimize import linprog
@@ -93,7 +100,7 @@ def solve_flow(cm: CostModel, th: Threshold) -> tuple[bool, Guide | None] | None
     y, a, e = windows(th)
     n, L, P = len(y), cm.num_layers, cm.num_peers
     if n == 0:
-        return False, None
+        return False, None, None
     if n > MAX_ARCS:
         return None
     # max F: window arcs a -> e (peer capacity 1), free back arcs l -> l-1, F out of 0 into L
@@ -107,17 +114,24 @@ def solve_flow(cm: CostModel, th: Threshold) -> tuple[bool, Guide | None] | None
     cap = sp.csc_matrix((np.ones(n), (y, cols[:n])), shape=(P, n + m + 1))
     c = np.zeros(n + m + 1)
     c[-1] = -1.0
-    res = linprog(c, A_ub=cap, b_ub=np.ones(P), A_eq=eq, b_eq=np.zeros(L + 1), bounds=(0, None), method="highs-ipm")
-    if res.status != 0:
-        return solve_full(cm, th)
-    if -res.fun < 1 - 1e-7:  # F < 1: the duals should certify it
+    res = linprog(c, A_ub=cap, b_ub=np.ones(P), A_eq=eq, b_eq=np.zeros(L + 1), bounds=(0, None),
+                  method="highs-ipm", options={"presolve": False})
+    if res.status == 0 and -res.fun < 1 - 1e-7:  # F < 1: the duals should certify it
         d = np.diff(np.asarray(res.eqlin.marginals, dtype=float))
-        for w in (d, -d):
-            if certifies(np.maximum(w, 0.0), y, a, e):
-                return False, None
-        return solve_full(cm, th)
+        for w in (np.maximum(d, 0.0), np.maximum(-d, 0.0)):
+            if certifies(w, y, a, e):
+                return False, None, w
+    if res.status != 0 or -res.fun < 1 - 1e-7:
+        full = solve_full(cm, th)
+        return None if full is None else (*full, None)
     x = np.asarray(res.x[:n]) / max(-res.fun, 1.0)
-    return True, _guide(x, y, a, e, L, P)
+    return True, _guide(x, y, a, e, L, P), None
+
+
+def certifies_at(th: Threshold, w: np.ndarray) -> bool:
+    """True when the weights w prove that no chain is within th's T (see `certifies`)."""
+    y, a, e = windows(th)
+    return len(y) == 0 or certifies(w, y, a, e)
 
 
 def _guide(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, L: int, P: int) -> Guide:
