@@ -52,6 +52,8 @@ _LP_PROBES = 4  # LPs spent on the bound
 _LP_GUIDED = 7  # then LP-guided probes for chains
 _LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
 _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
+_REUSE_GUIDE = False
+_LP_ENOUGH = 0.01  # the LP stage stops refining once the gap is this small (after one proof attempt)
 _CERT_STEPS = 4  # bisection steps of an LP certificate's reach (each far cheaper than an LP)
 _FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
 _TIEBREAK_WORK = 200_000  # exact latency tie-break (DSSR) when every peer could be critical within this
@@ -125,6 +127,7 @@ class _Search:
         self.relaxed_known = True  # lb >= the relaxed (peers may repeat) optimum: skip that proof
         self.lp_guided = False  # probes ask the flow LP first (slow; for stubborn gaps)
         self.lp_feasible: list[tuple[float, Guide | None]] = []  # (t, guide) of feasible flow LPs
+        self.lp_floor = math.inf  # the smallest t with a feasible flow LP (no LP proof above it)
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
         if spans is not None:
@@ -180,6 +183,8 @@ class _Search:
             if self.hi <= lo * tol or undecided >= _UNDECIDED:
                 return
             t = self.hi * (1 - 3 * CAP_SLACK) if below else math.sqrt(lo * self.hi)
+            if below and self.lp_guided and t >= self.lp_floor:  # the LP cannot prove t: bisect instead
+                t, below = math.sqrt(lo * self.hi), False
             before = self.hi
             got = self.probe(t, nodes)
             undecided = undecided + 1 if got is None else 0
@@ -194,12 +199,13 @@ class _Search:
         """The flow LP at t (core/flow_lp.solve_windows). Feasible at some t' <= t means feasible
         at t too (more spans are allowed): then the guide of the largest such t' is reused, no
         LP is solved (on the benchmark most LP-guided probes were such re-solves)."""
-        known = [k for k in self.lp_feasible if k[0] <= t]
+        known = [k for k in self.lp_feasible if k[0] <= t] if _REUSE_GUIDE else []
         if known:
             return True, max(known, key=lambda k: k[0])[1], None
         got = solve_windows(self.work, th)
         if got is not None and got[0]:
             self.lp_feasible.append((t, got[1]))
+            self.lp_floor = min(self.lp_floor, t)
         return got
 
     def lp_proved(self, t: float, w: np.ndarray | None) -> None:
@@ -379,9 +385,12 @@ def _refine_with_lp(s: _Search, cm: CostModel) -> bool:
     nodes = max(s.nodes, _LP_NODES)
     s.lp_bisect(nodes, _LP_PROBES)
     s.lp_guided = True  # each probe is guided by its own LP
-    s.bisect(nodes, _TOL, max_probes=_LP_GUIDED, below=False)
+    s.bisect(nodes, 1 + _LP_ENOUGH, max_probes=_LP_GUIDED, below=False)
     if s.optimal():
         return True
+    if s.hi <= s.lb * (1 + _LP_ENOUGH):  # close: one LP just below hi (its certificate may prove it)
+        s.probe(s.hi * (1 - 3 * CAP_SLACK), nodes)
+        return s.optimal()
     cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW_LP)
     return cands is not None and s.exact(cands, nodes)
 
