@@ -37,7 +37,7 @@ from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 from .polish import polish
 from .flow_lp import Guide, certifies_at, solve_windows
-from .threshold import CAP_SLACK, ChainSearch, Threshold, at, proven_infeasible
+from .threshold import CAP_SLACK, ChainSearch, Threshold, at, columns, proven_infeasible
 
 _TOL = 1.001  # real-valued bisections stop within 0.1%
 _FEW = 48  # candidate values in (lb, hi) bisected exactly when at most this many
@@ -164,7 +164,7 @@ class _Search:
             # peers with no span within t take no part in the search: dropping them first gives
             # the same search (same order among the rest) over smaller arrays
             work, keep = restrict(work, alive.tolist()), [keep[int(y)] for y in alive]
-            th = at(work, t)
+            th = columns(th, alive)
         spans, proven = ChainSearch(work, th, guide).run(nodes, _LP_RESTARTS if self.lp_guided else 1)
         if spans is not None:
             self.offer(tuple((keep[y], a, b) for y, a, b in spans))

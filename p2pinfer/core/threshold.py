@@ -77,6 +77,12 @@ def at(cm: CostModel, t: float) -> Threshold:
     return Threshold(t, lo, start_ok, end_ok, alive, first)
 
 
+def columns(th: Threshold, keep: np.ndarray) -> Threshold:
+    """`th` over the peers `keep` (indices, in order): the same as `at(restrict(cm, keep), th.t)`,
+    since every array of a threshold is computed column by column, without compiling it again."""
+    return Threshold(th.t, th.lo[:, keep], th.start_ok[:, keep], th.end_ok[:, keep], th.alive[keep], th.first[:, keep])
+
+
 def _hi_end(lo: np.ndarray) -> np.ndarray:
     """(L+1, P): max b with lo[b, y] <= a (lo is non-decreasing in b and lo[b] <= b)."""
     Lp1, P = lo.shape
