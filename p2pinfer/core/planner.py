@@ -5,8 +5,11 @@ Plan (peers are considered in id order, ties go to the earliest start / lowest i
 plans with core/costs.py and searches with core/chain_dp.py:
 
 - latency: minimise one request's end-to-end time (exact DSSR over the latency DP);
-- throughput: minimise the pipeline bottleneck (exact DSSR over the min-max DP), then among
-  bottleneck-optimal plans pick the one with the lowest latency (latency DP capped at it).
+- throughput: minimise the pipeline bottleneck (core/bottleneck.py: on few peers the exact branch
+  and bound of core/few_peers.py; otherwise threshold decisions - capacity counting, the chain
+  search of core/threshold.py and, for stubborn gaps, the flow LP of core/flow_lp.py - with a
+  proven lower bound), then among the chains found within the bottleneck pick the one with the
+  lowest latency (exactly, via the capped latency DP, on small instances).
 
 Infeasible inputs raise InfeasiblePlanError with the cause in words.
 """

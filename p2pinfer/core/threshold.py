@@ -135,23 +135,33 @@ def can_finish(th: Threshold) -> np.ndarray:
 def _can_finish_sweep(th: Threshold) -> np.ndarray:
     """`can_finish` in one backward sweep of plain Python (small instances, where the numpy
     fixpoint's rounds cost more than the loop): fin[a] when some peer may start at a and its
-    nearest finishing end after a is within its reach."""
+    nearest finishing end after a is within its reach. Per boundary only the peers that may
+    start (resp. end) there are visited, each list found once with numpy."""
     Lp1, P = th.lo.shape
-    start_ok, end_ok, hi_end = th.start_ok.tolist(), th.end_ok.tolist(), th.hi_end.tolist()
+    starts, ends = _rows(th.start_ok), _rows(th.end_ok)
+    hi_end = th.hi_end.tolist()
     fin = [False] * Lp1
     fin[-1] = True
     nxt = [Lp1] * P  # per peer: the nearest end b > a it may finish at (Lp1: none)
-    for y, ok in enumerate(end_ok[-1]):
-        if ok:
-            nxt[y] = Lp1 - 1
+    for y in ends[-1]:
+        nxt[y] = Lp1 - 1
     for a in range(Lp1 - 2, -1, -1):
         hi_a = hi_end[a]
-        if any(s and n <= h for s, n, h in zip(start_ok[a], nxt, hi_a)):
-            fin[a] = True
-            for y, ok in enumerate(end_ok[a]):
-                if ok:
-                    nxt[y] = a
+        for y in starts[a]:
+            if nxt[y] <= hi_a[y]:
+                fin[a] = True
+                for z in ends[a]:
+                    nxt[z] = a
+                break
     return np.array(fin, dtype=bool)
+
+
+def _rows(mask: np.ndarray) -> list[list[int]]:
+    """Per row of a bool matrix, the columns where it is True."""
+    rows, cols = np.nonzero(mask)
+    cuts = np.searchsorted(rows, np.arange(1, mask.shape[0])).tolist()
+    cols = cols.tolist()
+    return [cols[i:j] for i, j in zip([0, *cuts], [*cuts, len(cols)])]
 
 
 def span_capacity(th: Threshold, weight: np.ndarray) -> np.ndarray:
