@@ -36,7 +36,7 @@ from .chain_dp import dssr, pass_work, repeated, solve
 from .costs import CostModel, Span, restrict
 from .plan import PlannerOptions
 from .polish import polish
-from .flow_lp import Guide, certifies_at, solve_windows
+from .flow_lp import Guide, certifies_at, solve_full, solve_windows
 from .threshold import CAP_SLACK, ChainSearch, Threshold, at, columns, proven_infeasible
 
 _TOL = 1.001  # real-valued bisections stop within 0.1%
@@ -53,6 +53,8 @@ _LP_GUIDED = 7  # then LP-guided probes for chains
 _LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
 _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
 _REUSE_GUIDE = False
+_RESCUE_GAP = 0.04  # ... and tries the full LP's guide when the gap is still above this
+_RESCUE_POINTS = 3  # at this many T between the bound and hi
 _LP_ENOUGH = 0.01  # the LP stage stops refining once the gap is this small (after one proof attempt)
 _CERT_STEPS = 4  # bisection steps of an LP certificate's reach (each far cheaper than an LP)
 _FEW_LP = 16  # candidate values settled exactly with LP-backed probes (about log2 of it LPs)
@@ -391,8 +393,28 @@ def _refine_with_lp(s: _Search, cm: CostModel) -> bool:
     if s.hi <= s.lb * (1 + _LP_ENOUGH):  # close: one LP just below hi (its certificate may prove it)
         s.probe(s.hi * (1 - 3 * CAP_SLACK), nodes)
         return s.optimal()
+    if s.hi > s.lb * (1 + _RESCUE_GAP):
+        _rescue(s, nodes)
     cands = candidates_between(cm, s.lb * (1 + CAP_SLACK), s.hi * (1 - CAP_SLACK), _FEW_LP)
     return cands is not None and s.exact(cands, nodes)
+
+
+def _rescue(s: _Search, nodes: int) -> None:
+    """Still far from the LP bound: the window LP's guide failed (it does on some many-hop
+    instances, where a MILP finds chains a few percent above the bound); try the full arc LP's
+    guide at a few T between the bound and hi, lowest first, until one search finds a chain."""
+    for k in range(1, _RESCUE_POINTS + 1):
+        t = s.lb * (s.hi / s.lb) ** (k / (_RESCUE_POINTS + 1))
+        th = at(s.work, t)
+        got = solve_full(s.work, th)
+        if got is None or not got[0]:
+            if got is not None:
+                s.lb = max(s.lb, t)
+            continue
+        spans, _ = ChainSearch(s.work, th, got[1]).run(nodes, _LP_RESTARTS)
+        if spans is not None:
+            s.offer(tuple((s.keep[y], a, b) for y, a, b in spans))
+            return
 
 
 def _fastest_within(cm: CostModel, spans: tuple[Span, ...], hi: float, options: PlannerOptions,
