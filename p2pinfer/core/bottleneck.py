@@ -13,8 +13,10 @@ bandwidth part <= T?", which at fixed T has no coupling between neighbours.
    (the best chain's bottleneck); a completed search without a chain raises `lb`.
 3. The optimum is one of finitely many term values: when few lie in (lb, hi) they are bisected
    exactly; if all below `hi` are proven infeasible the chain is optimal.
-4. Still more than 2% apart: the flow LP (core/flow_lp.py) raises `lb` (its infeasibility is a
-   proof) and guides chain searches with perturbed restarts between its bound and `hi`.
+4. Still more than 2% apart: the flow LP (core/flow_lp.py, window form) raises `lb` (a certificate
+   checked here, extended upwards as far as it holds) and guides chain searches with perturbed
+   restarts between its bound and `hi`, until 1% apart; still more than 4% apart, the full arc
+   LP's guide at a few T (the window LP's guide misled the search on some many-hop instances).
 5. Unproven chains compete with the baselines (never worse) and, if still loose, a local search
    (core/polish.py). Among chains within the final bottleneck the fastest one found is returned.
 
