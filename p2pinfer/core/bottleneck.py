@@ -54,7 +54,6 @@ _LP_PROBES = 4  # LPs spent on the bound
 _LP_GUIDED = 7  # then LP-guided probes for chains
 _LP_NODES = 1000  # chain-search nodes per LP-guided attempt (cheap next to the LP itself)
 _LP_RESTARTS = 4  # attempts per LP-guided probe (perturbed orders)
-_REUSE_GUIDE = False
 _RESCUE_GAP = 0.04  # ... and tries the full LP's guide when the gap is still above this
 _RESCUE_POINTS = 3  # at this many T between the bound and hi
 _LP_ENOUGH = 0.01  # the LP stage stops refining once the gap is this small (after one proof attempt)
@@ -130,7 +129,6 @@ class _Search:
         self.lb = 0.0
         self.relaxed_known = True  # lb >= the relaxed (peers may repeat) optimum: skip that proof
         self.lp_guided = False  # probes ask the flow LP first (slow; for stubborn gaps)
-        self.lp_feasible: list[tuple[float, Guide | None]] = []  # (t, guide) of feasible flow LPs
         self.lp_floor = math.inf  # the smallest t with a feasible flow LP (no LP proof above it)
 
     def offer(self, spans: tuple[Span, ...] | None) -> None:
@@ -200,15 +198,10 @@ class _Search:
                 below = False
 
     def flow(self, t: float, th: Threshold) -> tuple[bool, Guide | None, np.ndarray | None] | None:
-        """The flow LP at t (core/flow_lp.solve_windows). Feasible at some t' <= t means feasible
-        at t too (more spans are allowed): then the guide of the largest such t' is reused, no
-        LP is solved (on the benchmark most LP-guided probes were such re-solves)."""
-        known = [k for k in self.lp_feasible if k[0] <= t] if _REUSE_GUIDE else []
-        if known:
-            return True, max(known, key=lambda k: k[0])[1], None
+        """The flow LP at t (core/flow_lp.solve_windows), solved afresh for every t (a guide from
+        a feasible LP at a lower t misled the chain search); remembers the lowest feasible t."""
         got = solve_windows(self.work, th)
         if got is not None and got[0]:
-            self.lp_feasible.append((t, got[1]))
             self.lp_floor = min(self.lp_floor, t)
         return got
 

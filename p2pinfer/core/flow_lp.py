@@ -27,7 +27,6 @@ from .costs import CostModel
 from .threshold import Threshold, _last_true
 
 MAX_ARCS = 400_000  # larger LPs are not attempted (time)
-_INNER = False
 _SLACK = 1e-9  # a certificate must beat the windows' capacity by this much (relative)
 
 Guide = tuple[np.ndarray, np.ndarray]
@@ -126,34 +125,7 @@ def solve_windows(cm: CostModel, th: Threshold) -> tuple[bool, Guide | None, np.
         full = solve_full(cm, th)
         return None if full is None else (*full, None)
     x = np.asarray(res.x[:n]) / max(-res.fun, 1.0)
-    inner = _inner_guide(th, x, y, a, e, L, P) if _INNER else None
-    return True, inner if inner is not None else _guide(x, y, a, _cuts(x, a, e, L), L, P), None
-
-
-def _inner_guide(th: Threshold, x, y, a, e, L: int, P: int) -> Guide | None:
-    """The arc flow LP over the spans inside the windows the window LP uses: a path-like flow
-    (no overlaps) whose arc values guide the chain search better than windows do."""
-    import scipy.sparse as sp
-    from scipy.optimize import linprog
-    ys, as_, bs = arcs(th)
-    use = x > 1e-6
-    inside = np.zeros(len(ys), dtype=bool)
-    for yy, aa, ee in zip(y[use].tolist(), a[use].tolist(), e[use].tolist()):
-        inside |= (ys == yy) & (as_ >= aa) & (bs <= ee)
-    ys, as_, bs = ys[inside], as_[inside], bs[inside]
-    n = len(ys)
-    if n == 0:
-        return None
-    idx = np.arange(n)
-    eq = sp.csr_matrix((np.concatenate([np.ones(n), -np.ones(n)]), (np.concatenate([bs, as_]), np.concatenate([idx, idx]))),
-                       shape=(L + 1, n))
-    rhs = np.zeros(L + 1)
-    rhs[0], rhs[L] = -1.0, 1.0
-    cap = sp.csr_matrix((np.ones(n), (ys, idx)), shape=(P, n))
-    res = linprog(np.ones(n), A_ub=cap, b_ub=np.ones(P), A_eq=eq, b_eq=rhs, bounds=(0, 1), method="highs-ipm")
-    if res.status != 0:
-        return None
-    return _guide(res.x, ys, as_, bs, L, P)
+    return True, _guide(x, y, a, _cuts(x, a, e, L), L, P), None
 
 
 def _cuts(x: np.ndarray, a: np.ndarray, e: np.ndarray, L: int) -> np.ndarray:
