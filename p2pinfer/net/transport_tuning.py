@@ -21,6 +21,15 @@ These patches leave the wire protocol untouched (any yamux / Noise peer interope
 3. `read_exactly` (as imported by yamux and msgio) and `SecureSession.read`: the same results
    without their bytearray-then-bytes copies (a complete first read is returned as is, pieces
    are joined once): about 9 -> 3 passes over the bytes of each frame on the receiving side.
+4. `Yamux._write_frame`: a frame, once started, is written whole (a correctness fix, not speed).
+   py-libp2p writes one yamux frame as several Noise messages (encrypting each advances the
+   nonce) and lets a trio cancellation stop it between two, or inside one: the peer then fails to
+   decrypt ("Failed authentication of message") or reads the next frame's bytes as body, and the
+   connection every stream to that peer shares dies. With 2 MiB frames on a 10-20 Mbit/s link a
+   write takes ~1 s, so a `write_frame` deadline or a forgotten circuit's cancel lands there
+   often. The write is shielded; waiting for the connection's write lock stays cancellable, the
+   caller's cancellation takes effect right after the frame, and a frame still not written after
+   `FRAME_WRITE_DEADLINE_S` closes the connection explicitly (its byte stream is unusable).
 
 All or nothing: the patches are applied only on a py-libp2p version they were measured with and
 only while every attribute still holds its stock value; otherwise nothing is changed and a
@@ -38,8 +47,10 @@ from typing import Any, Iterator
 import libp2p.io.msgio as _msgio
 import libp2p.io.utils as _io_utils
 import libp2p.stream_muxer.yamux.yamux as _yamux
+import trio
 from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
 from libp2p.io.abc import Reader
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.security.secure_session import SecureSession
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_VERSIONS = frozenset({"0.8.1"})
 STOCK_MAX_FRAME = 64 * 1024
 YAMUX_MAX_FRAME = 2 * 1024 * 1024  # > a 1 MiB activation frame; 16 MiB ones go as 8 frames
+FRAME_WRITE_DEADLINE_S = 60.0  # 2 MiB at 1 Mbit/s takes ~17 s; past this the link is unusable
 
 
 def _never_release_on_read() -> bool:
@@ -96,6 +108,23 @@ async def _session_read(self: SecureSession, n: int | None = None) -> bytes:
     return b"".join(parts)
 
 
+_STOCK_WRITE_FRAME = _yamux.Yamux._write_frame
+
+
+async def _write_frame_whole(self: _yamux.Yamux, data: bytes) -> None:
+    """Yamux._write_frame that a cancellation cannot stop halfway through a frame (patch 4)."""
+    async with self._write_lock:  # waiting here is safe to cancel: nothing written yet
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + FRAME_WRITE_DEADLINE_S) as scope:
+            await self.secured_conn.write(data)
+        if scope.cancelled_caught:
+            log.warning("closing the connection to %s: a %d-byte yamux frame was not written within %ss",
+                        self.peer_id, len(data), FRAME_WRITE_DEADLINE_S)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+                await self.secured_conn.close()
+            raise RawConnError(f"yamux frame not written within {FRAME_WRITE_DEADLINE_S}s; connection closed")
+    await trio.lowlevel.checkpoint()  # the caller's pending cancellation, if any, is delivered here
+
+
 # (owner, attribute, stock value, tuned value)
 _PATCHES: tuple[tuple[Any, str, Any, Any], ...] = (
     (_yamux, "MAX_MESSAGE_SIZE", STOCK_MAX_FRAME, YAMUX_MAX_FRAME),
@@ -103,6 +132,7 @@ _PATCHES: tuple[tuple[Any, str, Any, Any], ...] = (
     (_yamux, "read_exactly", _io_utils.read_exactly, _read_exactly),
     (_msgio, "read_exactly", _io_utils.read_exactly, _read_exactly),
     (SecureSession, "read", _STOCK_SESSION_READ, _session_read),
+    (_yamux.Yamux, "_write_frame", _STOCK_WRITE_FRAME, _write_frame_whole),
 )
 
 

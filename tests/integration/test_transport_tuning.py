@@ -40,10 +40,10 @@ def test_applies_to_the_measured_version_only(monkeypatch, caplog):
     assert yamux._yamux_release_on_read() is True  # py-libp2p's default (no PY_YAMUX_* env here)
     with caplog.at_level(logging.WARNING, logger="p2pinfer.net.transport_tuning"):
         assert tune_libp2p(version="0.9.0") is False
-    assert _tuned() == [False] * 5
+    assert _tuned() == [False] * len(transport_tuning._PATCHES)
     assert "not tuning py-libp2p" in caplog.text
     assert tune_libp2p(version="0.8.1") is True
-    assert _tuned() == [True] * 5
+    assert _tuned() == [True] * len(transport_tuning._PATCHES)
     assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (YAMUX_MAX_FRAME, False)
     assert tune_libp2p(version="0.8.1") is True  # idempotent
 
@@ -60,9 +60,9 @@ def test_changes_nothing_if_any_attribute_was_changed_by_someone_else(monkeypatc
 def test_stock_libp2p_restores_py_libp2p_for_a_while():
     assert tune_libp2p() is True
     with transport_tuning.stock_libp2p():
-        assert _tuned() == [False] * 5
+        assert _tuned() == [False] * len(transport_tuning._PATCHES)
         assert (yamux.MAX_MESSAGE_SIZE, yamux._yamux_release_on_read()) == (STOCK_MAX_FRAME, True)
-    assert _tuned() == [True] * 5
+    assert _tuned() == [True] * len(transport_tuning._PATCHES)
 
 
 class Pieces:
