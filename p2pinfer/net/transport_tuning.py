@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_VERSIONS = frozenset({"0.8.1"})
 STOCK_MAX_FRAME = 64 * 1024
 YAMUX_MAX_FRAME = 2 * 1024 * 1024  # > a 1 MiB activation frame; 16 MiB ones go as 8 frames
-FRAME_WRITE_DEADLINE_S = 60.0  # 2 MiB at 1 Mbit/s takes ~17 s; past this the link is unusable
+FRAME_WRITE_DEADLINE_S = 20.0  # a 2 MiB frame at 1 Mbit/s takes ~17 s; past this the link is unusable
 
 
 def _never_release_on_read() -> bool:

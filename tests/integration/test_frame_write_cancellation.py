@@ -17,7 +17,9 @@ from multiaddr import Multiaddr
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.errors import NetworkError
 from p2pinfer.net.framing import read_frame, write_frame
+from p2pinfer.net import transport_tuning
 from p2pinfer.net.host import make_host
+from tests.conftest import async_wait_until
 
 BIG = "/p2pinfer/test-cancel-big/1.0.0"
 ECHO = "/p2pinfer/test-cancel-echo/1.0.0"
@@ -73,3 +75,33 @@ async def test_a_write_cancelled_mid_frame_leaves_the_connection_usable():
             await write_frame(stream, b"ping", max_size=LIMIT, timeout=10)
             assert await read_frame(stream, max_size=LIMIT, timeout=10) == b"gnip"
         assert not ha.get_network().get_connections(pb)[0].muxed_conn.is_closed
+
+
+async def test_a_frame_stuck_past_its_own_deadline_closes_the_connection(monkeypatch):
+    """The shield is bounded: a link too slow to finish a frame gets its connection closed
+    (its byte stream is unusable) and the writer an error, instead of hanging."""
+    monkeypatch.setattr(transport_tuning, "FRAME_WRITE_DEADLINE_S", 0.1)  # < the ~250 ms frame
+
+    async def drain(stream) -> None:
+        with trio.move_on_after(30):
+            while await stream.read(1 << 20):
+                pass
+
+    a, b = Identity.generate(), Identity.generate()
+    ha, hb = make_host(a.libp2p_key_pair()), make_host(b.libp2p_key_pair())
+    pb = ID.from_base58(b.peer_id)
+    listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    async with ha.run(listen_addrs=listen), hb.run(listen_addrs=listen):
+        hb.set_stream_handler(BIG, drain)
+        with trio.fail_after(20):
+            await ha.connect(PeerInfo(pb, hb.get_addrs()))
+            big = await ha.new_stream(pb, [BIG])
+        muxed = ha.get_network().get_connections(pb)[0].muxed_conn
+        _slow_link(ha, pb)
+        try:
+            await write_frame(big, b"x" * (4 << 20), max_size=LIMIT, timeout=20)
+        except NetworkError as exc:
+            assert "not written within" in str(exc)
+        else:
+            raise AssertionError("the frame should have outlived its deadline")
+        await async_wait_until(lambda: muxed.is_closed, timeout=10)
