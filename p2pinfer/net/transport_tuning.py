@@ -122,7 +122,12 @@ async def _write_frame_whole(self: _yamux.Yamux, data: bytes) -> None:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
                 await self.secured_conn.close()
             raise RawConnError(f"yamux frame not written within {FRAME_WRITE_DEADLINE_S}s; connection closed")
-    await trio.lowlevel.checkpoint()  # the caller's pending cancellation, if any, is delivered here
+    try:
+        await trio.lowlevel.checkpoint()  # the caller's pending cancellation, if any, is delivered here
+    except trio.Cancelled:
+        log.info("a cancellation during a %d-byte yamux frame to %s waited for the frame to be written",
+                 len(data), self.peer_id)
+        raise
 
 
 # (owner, attribute, stock value, tuned value)
