@@ -23,9 +23,10 @@ These patches leave the wire protocol untouched (any yamux / Noise peer interope
    are joined once): about 9 -> 3 passes over the bytes of each frame on the receiving side.
 4. `Yamux._write_frame`: a frame, once started, is written whole (a correctness fix, not speed).
    py-libp2p writes one yamux frame as several Noise messages (encrypting each advances the
-   nonce) and lets a trio cancellation stop it between two, or inside one: the peer then fails to
-   decrypt ("Failed authentication of message") or reads the next frame's bytes as body, and the
-   connection every stream to that peer shares dies. With 2 MiB frames on a 10-20 Mbit/s link a
+   nonce) and lets a trio cancellation stop it between two, or inside one, or after a message
+   was encrypted but before it was sent (its nonce is spent: even a 12-byte WINDOW_UPDATE): the
+   peer then fails to decrypt ("Failed authentication of message") or reads the next frame's bytes
+   as body, and the connection every stream to that peer shares dies. With 2 MiB frames on a 10-20 Mbit/s link a
    write takes ~1 s, so a `write_frame` deadline or a forgotten circuit's cancel lands there
    often. The write is shielded; waiting for the connection's write lock stays cancellable, the
    caller's cancellation takes effect right after the frame, and a frame still not written after
