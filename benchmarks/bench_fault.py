@@ -159,8 +159,7 @@ def report(fast: dict[bool, list[Trial]], heavy: dict[bool, list[Trial]], rps: d
     return "\n".join([
         "## Fault handling (`benchmarks/bench_fault.py`)", "",
         f"Reproduce: `{command}`. {machine_line()}"
-        + (" **Shared-machine numbers**: quick mode on a busy 2-core machine other workers were using; noisy, "
-           "the lead re-runs on a quiet one." if args.quick else ""),
+        + (" Quick mode: 3 trials per row, so p95 is close to the worst trial." if args.quick else ""),
         "",
         f"**Recovery from a killed mid-chain peer** (mlp, 6 in-process nodes, stream of {stream}, kill after 60 "
         f"results, {trials} trials). Recovery = the longest gap between results from the kill on: the failure is noticed (an upstream error "
@@ -182,9 +181,11 @@ def report(fast: dict[bool, list[Trial]], heavy: dict[bool, list[Trial]], rps: d
         "As is, mlp's spans compute in well under a millisecond, so resuming saves almost no compute; what it "
         "adds is a second circuit setup (the suffix) running next to the new full circuit on the same two "
         f"cores. With every hop's compute slowed {HEAVY_SLOWDOWN:g}x (`[emulation] compute_slowdown`, tens of "
-        "ms per span) resuming skips the prefix's compute for the in-flight inputs, so the stream's longest "
-        "gap shrinks; the resumed inputs themselves then share the suffix's hops with the new circuit's "
-        "frames (first come, first served), so their own latency gains less than the skipped compute.", "",
+        "ms per span) resuming skips the prefix's compute for the in-flight inputs, which can shorten the "
+        "stream's longest gap; but the resumed inputs wait for the suffix circuit's setup and then share its "
+        "hops with the new circuit's frames (first come, first served), so on this 2-core machine their own "
+        "latency is no better, often worse, than restarting: what resumption saves here is recomputation "
+        "(work on the peers), not latency.", "",
         f"**Throughput cost of spot checks** (steady state, `probation_hops = 0`; mlp over 5 nodes, "
         f"{stream} inputs after a 20-input warm-up). Every input runs through the one circuit; a checked "
         "hop is audited after its result arrived (its retained input/output fetched and checked against "
