@@ -10,6 +10,8 @@ so every other stream to that peer failed ("No valid connections available for p
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import trio
 from libp2p.peer.id import ID
@@ -42,27 +44,37 @@ def _slow_link(host, peer: ID) -> None:
     raw.write = slow_write
 
 
-async def test_a_write_cancelled_mid_frame_leaves_the_connection_usable(caplog):
-    async def drain(stream) -> None:
-        with trio.move_on_after(30):
-            while await stream.read(1 << 20):
-                pass
+async def _drain(stream) -> None:
+    with trio.move_on_after(30):
+        while await stream.read(1 << 20):
+            pass
 
-    async def echo(stream) -> None:
-        frame = await read_frame(stream, max_size=LIMIT, timeout=20)
-        await write_frame(stream, frame[::-1], max_size=LIMIT, timeout=20)
-        await stream.close()
 
+@asynccontextmanager
+async def _connected_pair(**handlers) -> AsyncIterator[tuple]:
+    """Two real hosts on loopback, b serving `handlers` (protocol -> handler), a connected to b
+    with a stream open on BIG: yields (a's host, b's peer id, that stream)."""
     a, b = Identity.generate(), Identity.generate()
     ha, hb = make_host(a.libp2p_key_pair()), make_host(b.libp2p_key_pair())
     pb = ID.from_base58(b.peer_id)
     listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
     async with ha.run(listen_addrs=listen), hb.run(listen_addrs=listen):
-        hb.set_stream_handler(BIG, drain)
-        hb.set_stream_handler(ECHO, echo)
+        hb.set_stream_handler(BIG, _drain)
+        for protocol, handler in handlers.items():
+            hb.set_stream_handler(protocol, handler)
         with trio.fail_after(20):
             await ha.connect(PeerInfo(pb, hb.get_addrs()))
             big = await ha.new_stream(pb, [BIG])
+        yield ha, pb, big
+
+
+async def test_a_write_cancelled_mid_frame_leaves_the_connection_usable(caplog):
+    async def echo(stream) -> None:
+        frame = await read_frame(stream, max_size=LIMIT, timeout=20)
+        await write_frame(stream, frame[::-1], max_size=LIMIT, timeout=20)
+        await stream.close()
+
+    async with _connected_pair(**{ECHO: echo}) as (ha, pb, big):
         _slow_link(ha, pb)
         # the first yamux frame (the 256 KiB initial window) is 5 Noise messages, ~250 ms here:
         # the 120 ms deadline fires in the middle of it
@@ -86,20 +98,7 @@ async def test_a_frame_stuck_past_its_own_deadline_closes_the_connection(monkeyp
     (its byte stream is unusable) and the writer an error, instead of hanging."""
     monkeypatch.setattr(transport_tuning, "FRAME_WRITE_DEADLINE_S", 0.1)  # < the ~250 ms frame
 
-    async def drain(stream) -> None:
-        with trio.move_on_after(30):
-            while await stream.read(1 << 20):
-                pass
-
-    a, b = Identity.generate(), Identity.generate()
-    ha, hb = make_host(a.libp2p_key_pair()), make_host(b.libp2p_key_pair())
-    pb = ID.from_base58(b.peer_id)
-    listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
-    async with ha.run(listen_addrs=listen), hb.run(listen_addrs=listen):
-        hb.set_stream_handler(BIG, drain)
-        with trio.fail_after(20):
-            await ha.connect(PeerInfo(pb, hb.get_addrs()))
-            big = await ha.new_stream(pb, [BIG])
+    async with _connected_pair() as (ha, pb, big):
         muxed = ha.get_network().get_connections(pb)[0].muxed_conn
         _slow_link(ha, pb)
         try:
