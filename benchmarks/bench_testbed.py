@@ -57,7 +57,8 @@ def link_sweep(res: dict[str, Any], store: ModelStore, model: str, link_cpu: dic
     profile = profiling.profile(zoo.get_manifest(model, store=store), store)
     rows = []
     for m in (1, 2, 3, 5, 10):
-        peers = tuple(PeerSpec(p["peer"], gflops=p["gflops"], gflops_by_class=p["by_class"], mem_bytes=p["mem_bytes"],
+        peers = tuple(PeerSpec(p["peer"], gflops=p["gflops"], gflops_by_class=p["by_class"], gflops_by_kind=p.get("by_kind", {}),
+                               mem_bytes=p["mem_bytes"],
                                up_mbps=p["up_mbps"] * m, down_mbps=p["down_mbps"] * m, latency_ms=p["latency_ms"])
                       for p in res["peers"])
         snap = SwarmSnapshot(RequesterSpec(link_cpu["up"] * m, link_cpu["down"] * m, link_cpu["lat"]), peers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -108,6 +108,7 @@ class AdvertisedResources:
     up_mbps: float
     down_mbps: float
     latency_ms: float
+    gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -331,24 +332,26 @@ def node_data_dir(config: NodeConfig) -> Path:
 
 def resolve_resources(config: NodeConfig, *, measured_gflops: float,
                       measured_by_class: Mapping[str, float],
-                      measured_link: tuple[float, float, float] | None = None) -> AdvertisedResources:
-    """What to advertise. Compute: [resources].gflops if set, else the measurement divided by
-    [emulation].compute_slowdown (per class too). Link: [resources] override, else the emulated
+                      measured_link: tuple[float, float, float] | None = None,
+                      measured_by_kind: Mapping[str, float] | None = None) -> AdvertisedResources:
+    """What to advertise. Compute: [resources].gflops if set (then no class or kind speeds),
+    else the measurement divided by [emulation].compute_slowdown (per class and kind too). Link: [resources] override, else the emulated
     shaping, else a measurement, else DEFAULT_LINK. [adversary].overclaim_factor multiplies
     the advertised compute (a lie the reputation system must catch)."""
     res, emu, adv = config.resources, config.emulation, config.adversary
     scale = adv.overclaim_factor / emu.compute_slowdown
     if res.gflops is not None:
-        gflops, by_class = res.gflops * adv.overclaim_factor, {}
+        gflops, by_class, by_kind = res.gflops * adv.overclaim_factor, {}, {}
     else:
         gflops = measured_gflops * scale
         by_class = {cls: speed * scale for cls, speed in measured_by_class.items()}
+        by_kind = {kind: speed * scale for kind, speed in (measured_by_kind or {}).items()}
     base = measured_link or DEFAULT_LINK
     link = [_first(r, e, b) for r, e, b in zip((res.up_mbps, res.down_mbps, res.latency_ms),
                                                (emu.up_mbps, emu.down_mbps, emu.latency_ms), base)]
     return AdvertisedResources(gflops=gflops, gflops_by_class=MappingProxyType(by_class),
                                mem_bytes=res.mem_bytes, up_mbps=link[0], down_mbps=link[1],
-                               latency_ms=link[2])
+                               latency_ms=link[2], gflops_by_kind=MappingProxyType(by_kind))
 
 
 def _first(*values: float | None) -> float:

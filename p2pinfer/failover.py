@@ -337,7 +337,7 @@ class ResilientRun:
         done = []
         for j, spec in enumerate(specs):
             measured = min(r.trace[j] / 1e6 if j < len(r.trace) else wall, wall)
-            done.append(hop_record(self.profile, self.rq.last_specs, spec, measured))
+            done.append(hop_record(self.profile, self.rq.last_specs, spec.peer_id, spec.start, spec.stop, measured))
             work.add(j, span_flops(self.profile, spec), measured)
         await trio.to_thread.run_sync(self.hooks.hops_ok, done)
         via = frozenset(s.peer_id for j, s in enumerate(specs) if j not in audited)

@@ -42,6 +42,7 @@ from p2pinfer.core.speed import hop_deadline_s
 from p2pinfer.core.verification import VerificationPolicy, should_check
 from p2pinfer.errors import ConfigError, P2PInferError
 from p2pinfer.hooks import RequesterHooks
+from p2pinfer.hop_work import HopRecord
 from p2pinfer.ledger import Ledger, ledger_path
 from p2pinfer.net.receipts_protocol import send_receipt
 
@@ -130,13 +131,13 @@ class LedgerHooks(RequesterHooks):
 
     # ---- outcomes (sync: call through trio.to_thread.run_sync) ----
 
-    def hops_ok(self, hops: list[tuple[str, int, Mapping[str, int], float, float, Mapping[str, float]]]) -> None:
-        """Record completed hops: (peer, flops, flops_by_class, measured_s, advertised, by_class)."""
+    def hops_ok(self, hops: list[HopRecord]) -> None:
+        """Record completed hops (hop_work.HopRecord: what ran where, how long, what was predicted)."""
         now = self.clock()
-        for peer_id, flops, by_class, measured_s, adv, adv_by_class in hops:
-            self.ledger.record_hop_ok(peer_id, now=now, flops=flops, measured_s=max(measured_s, 1e-6),
-                                      advertised_gflops=adv, flops_by_class=by_class,
-                                      advertised_by_class=adv_by_class)
+        for h in hops:
+            self.ledger.record_hop_ok(h.peer_id, now=now, flops=h.flops, measured_s=max(h.measured_s, 1e-6),
+                                      advertised_gflops=h.advertised_gflops, flops_by_class=h.flops_by_class,
+                                      advertised_by_class=h.advertised_by_class, predicted_s=h.predicted_s)
 
     def hop_failed(self, peer_id: str, kind: EventKind, detail: str) -> None:
         log.info("ledger: %s %s: %s", kind.value, peer_id, detail)

@@ -4,15 +4,17 @@
 seconds; when the circuit ends the requester signs one receipt per hop from it
 (`issue_receipts`). A resumed input (p2pinfer/resume.py) went through two circuits: `SplitWork`
 credits its prefix hops to the failed circuit's receipts and its suffix hops to the suffix's.
-`hop_record` is the tuple `LedgerHooks.hops_ok` records for one completed hop.
+`HopRecord` is what `LedgerHooks.hops_ok` records for one completed hop; `hop_record` makes one.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from p2pinfer.core.circuit import HopSpec
+from p2pinfer.core.costs import span_seconds
 from p2pinfer.core.profile import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -48,17 +50,35 @@ def span_flops(profile: ModelProfile, spec: HopSpec) -> int:
     return int(sum(layer.flops for layer in profile.layers[spec.start:spec.stop]))
 
 
-def hop_record(profile: ModelProfile, advertised: Mapping[str, Any], spec: HopSpec, measured: float) -> tuple:
-    """(peer, flops, flops_by_class, measured_s, advertised GFLOP/s, by class) of one hop;
-    `advertised` maps peer ids to their PeerSpec as advertised (Requester.last_specs)."""
-    peer = advertised.get(spec.peer_id)
+@dataclass(frozen=True)
+class HopRecord:
+    """One completed hop for the ledger: its span's FLOPs (per class), the measured compute
+    seconds, the speeds the peer advertised and the compute time the planner predicted from them
+    (None: the peer's advertisement was not at hand; the ledger predicts from the class speeds)."""
+
+    peer_id: str
+    flops: int
+    flops_by_class: Mapping[str, int]
+    measured_s: float
+    advertised_gflops: float
+    advertised_by_class: Mapping[str, float] = field(default_factory=dict)
+    predicted_s: float | None = None
+
+
+def hop_record(profile: ModelProfile, advertised: Mapping[str, Any], peer_id: str, start: int, stop: int,
+               measured: float) -> HopRecord:
+    """The record of `peer_id` computing layers [start, stop) in `measured` seconds; `advertised`
+    maps peer ids to their PeerSpec as advertised (Requester.last_specs)."""
+    peer = advertised.get(peer_id)
+    layers = profile.layers[start:stop]
     by_class: dict[str, int] = {}
-    for layer in profile.layers[spec.start:spec.stop]:
+    for layer in layers:
         for cls, f in layer.flops_by_class.items():
             by_class[cls] = by_class.get(cls, 0) + int(f)
-    adv = peer.gflops if peer else 1.0
-    adv_by_class = dict(peer.gflops_by_class) if peer else {}
-    return (spec.peer_id, span_flops(profile, spec), by_class, measured, adv, adv_by_class)
+    if peer is None:
+        return HopRecord(peer_id, int(sum(lay.flops for lay in layers)), by_class, measured, 1.0)
+    return HopRecord(peer_id, int(sum(lay.flops for lay in layers)), by_class, measured, peer.gflops,
+                     dict(peer.gflops_by_class), span_seconds(layers, peer))
 
 
 async def issue_receipts(hooks: Any, model_id: str, circuit_id: bytes, specs: Sequence[HopSpec], work: HopWork) -> None:

@@ -292,13 +292,15 @@ class Ledger:
 
     def record_hop_ok(self, peer_id: str, *, now: float, flops: int, measured_s: float,
                       advertised_gflops: float, flops_by_class: Mapping[str, int] | None = None,
-                      advertised_by_class: Mapping[str, float] | None = None) -> PeerView:
+                      advertised_by_class: Mapping[str, float] | None = None,
+                      predicted_s: float | None = None) -> PeerView:
         """A hop completed (and passed verification if it was checked); timing feeds speed."""
         def update(row: _Row) -> _Row:
             try:
                 speed = speedmod.observe(row.speed, flops=flops, measured_s=measured_s,
                                          advertised_gflops=advertised_gflops, flops_by_class=flops_by_class,
-                                         advertised_by_class=advertised_by_class, params=self.speed_params)
+                                         advertised_by_class=advertised_by_class, predicted_s=predicted_s,
+                                         params=self.speed_params)
             except ValueError as exc:
                 raise LedgerError(f"ledger: bad hop timing for {peer_id}: {exc}") from exc
             return replace(row, speed=speed, advertised_gflops=advertised_gflops,
@@ -405,7 +407,8 @@ class Ledger:
             return replace(spec, reputation=self.params.initial_reputation)
         row = self._row_from(rows[0])
         gflops, by_class = speedmod.effective_gflops(row.speed, spec.gflops, spec.gflops_by_class, self.speed_params)
-        return replace(spec, gflops=gflops, gflops_by_class=by_class,
+        by_kind = speedmod.effective_by_kind(row.speed, spec.gflops, spec.gflops_by_kind, self.speed_params)
+        return replace(spec, gflops=gflops, gflops_by_class=by_class, gflops_by_kind=by_kind,
                        reputation=rules.planner_reputation(row.state, now, self.params))
 
     def events(self, peer_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

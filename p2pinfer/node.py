@@ -259,6 +259,7 @@ def _resolve(
 def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
     """What a configured node advertises: compute measured by a real micro-benchmark (cached in
     the data dir) unless [resources].gflops overrides it, then emulation/adversary applied."""
+    by_kind: dict[str, float] = {}
     if config.resources.gflops is not None:
         gflops, by_class = config.resources.gflops, {}
     else:
@@ -266,11 +267,12 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
 
         cache = Path(data_dir) / CALIBRATION_FILE if data_dir else None
         calibration = measure_compute(threads=config.resources.compute_threads, cache_path=cache)
-        gflops, by_class = calibration.gflops, dict(calibration.by_class)
-    adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class)
+        gflops, by_class, by_kind = calibration.gflops, dict(calibration.by_class), dict(calibration.by_kind)
+    adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class, measured_by_kind=by_kind)
     return Capability(
         gflops=adv.gflops,
         gflops_by_class=adv.gflops_by_class,
+        gflops_by_kind=adv.gflops_by_kind,
         mem_bytes=adv.mem_bytes,
         up_mbps=adv.up_mbps,
         down_mbps=adv.down_mbps,

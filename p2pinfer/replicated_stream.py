@@ -28,6 +28,7 @@ from p2pinfer.core.plan import Plan
 from p2pinfer.errors import CircuitError, NetworkError
 from p2pinfer.core.replicas import ReplicatedPlan, plan_replicated_or_single
 from p2pinfer.hooks import Attempt
+from p2pinfer.hop_work import hop_record
 from p2pinfer.models import profiling
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.replicated_run import ChainStats, ReplicatedRun, run_replicated
@@ -117,14 +118,7 @@ def credit_hops(requester: Any, manifest: Manifest, run: ReplicatedRun) -> None:
         for h in stats.hops:
             if stats.inputs == 0 or h.measured_compute_ms != h.measured_compute_ms:  # NaN: no trace
                 continue
-            layers = profile.layers[h.start:h.stop]
-            by_class: dict[str, int] = {}
-            for layer in layers:
-                for cls, f in layer.flops_by_class.items():
-                    by_class[cls] = by_class.get(cls, 0) + int(f)
-            peer = requester.last_specs.get(h.peer_id)
-            record = (h.peer_id, int(sum(lay.flops for lay in layers)), by_class, h.measured_compute_ms / 1000,
-                      peer.gflops if peer else 1.0, dict(peer.gflops_by_class) if peer else {})
+            record = hop_record(profile, requester.last_specs, h.peer_id, h.start, h.stop, h.measured_compute_ms / 1000)
             done += [record] * stats.inputs
     if done:
         requester.hooks.hops_ok(done)

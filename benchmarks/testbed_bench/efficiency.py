@@ -66,8 +66,9 @@ def main(models: list[str]) -> dict[str, object]:
     store = store_for(None)
     calibration = in_worker_thread(lambda: benchmark(threads=1))
     peer = PeerSpec("full-core", gflops=calibration.gflops, gflops_by_class=dict(calibration.by_class),
-                    mem_bytes=1 << 40, up_mbps=1.0, down_mbps=1.0, latency_ms=0.0)
-    out: dict[str, object] = {"gflops": calibration.gflops, "by_class": dict(calibration.by_class), "models": {}}
+                    gflops_by_kind=dict(calibration.by_kind), mem_bytes=1 << 40, up_mbps=1.0, down_mbps=1.0, latency_ms=0.0)
+    out: dict[str, object] = {"gflops": calibration.gflops, "by_class": dict(calibration.by_class),
+                              "by_kind": dict(calibration.by_kind), "models": {}}
     for name in models:
         manifest = zoo.get_manifest(name, store=store)
         times = in_worker_thread(lambda: _cpu_times(SpanExecutor(store, threads=1), manifest, sample_input(manifest, store)))

@@ -28,13 +28,19 @@ def hops_text(entry: dict[str, Any], names: dict[str, str]) -> str:
     return " → ".join(f"{names.get(p, p[:8])}[{a}:{b}]" for p, a, b in entry["spans"])
 
 
+KINDS_SHOWN = ("conv_bn_act", "bottleneck", "bert_layer", "linear")
+
+
 def compute_table(res: dict[str, Any]) -> str:
-    rows = ["| node | class | CPU quota | advertised GFLOP/s | full core GFLOP/s | ratio | linear-class ratio | conv / linear / attention |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| node | class | CPU quota | advertised GFLOP/s | full core GFLOP/s | ratio | linear-class ratio "
+            "| conv / linear / attention | kinds: " + " / ".join(KINDS_SHOWN) + " |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in res["compute"]:
-        bc = r["by_class"]
+        bc, bk = r["by_class"], r.get("by_kind", {})
+        kinds = " / ".join(f"{bk[k]:.1f}" if k in bk else "-" for k in KINDS_SHOWN)
         rows.append(f"| {r['node']} | {r['class']} | {r['cpu']:.2f} | {r['advertised_gflops']:.1f} | {r['full_core_gflops']:.1f} "
-                    f"| {r['ratio']:.3f} | {r.get('linear_ratio', float('nan')):.3f} | {bc.get('conv', 0):.1f} / {bc.get('linear', 0):.1f} / {bc.get('attention', 0):.1f} |")
+                    f"| {r['ratio']:.3f} | {r.get('linear_ratio', float('nan')):.3f} "
+                    f"| {bc.get('conv', 0):.1f} / {bc.get('linear', 0):.1f} / {bc.get('attention', 0):.1f} | {kinds} |")
     return "\n".join(rows)
 
 

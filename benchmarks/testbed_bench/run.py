@@ -48,6 +48,7 @@ def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]
         rows.append({"node": name, "class": tb.device(name).name, "peer": node.peer_id, "cpu": cpu,
                      "advertised_gflops": rec["gflops"], "full_core_gflops": full,
                      "ratio": rec["gflops"] / full, "by_class": rec.get("gflops_by_class", {}),
+                     "by_kind": rec.get("gflops_by_kind", {}),
                      "linear_ratio": rec.get("gflops_by_class", {}).get("linear", float("nan")) / full_linear,
                      "up_mbps": rec["up_mbps"], "down_mbps": rec["down_mbps"], "latency_ms": rec["latency_ms"]})
     return rows

@@ -2,7 +2,7 @@
 
 Only records whose signature, signer, schema and expiry verified on this machine are shown.
 `--json` prints one JSON array on stdout (fields: peer_id, addrs, gflops, gflops_by_class,
-mem_bytes, up_mbps, down_mbps, latency_ms, models, weights, load, swarm, seq, expires,
+gflops_by_kind, mem_bytes, up_mbps, down_mbps, latency_ms, models, weights, load, swarm, seq, expires,
 verified); otherwise a table.
 """
 

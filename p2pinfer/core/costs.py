@@ -8,7 +8,9 @@ Star / access-link model: transfer of B bytes X -> Y costs
     (latency_ms_X + latency_ms_Y) / 1000 + 8 B / (min(up_mbps_X, down_mbps_Y) * 1e6)
 and a layer's compute on peer Y costs
     (sum_c flops_c / gflops_c(Y) + unclassified_flops / gflops(Y)) / 1e9 / ((1 - load_Y) * r_Y)
-(gflops_c falls back to the scalar gflops; load and reputation r make the *expected* cost).
+(gflops_c falls back to the scalar gflops; load and reputation r make the *expected* cost),
+except that a layer whose kind the peer lists in `gflops_by_kind` costs flops / gflops_kind(Y)
+instead of the class sum (the per-layer-kind speed table of the reference cost model).
 A peer that does not hold a layer's weights pays 8 * param_bytes / (min(up_R, down_Y) * 1e6)
 once, amortised over `amortize_requests` requests.
 """
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .plan import Hop, Plan, PlannerOptions
-from .profile import COMPUTE_CLASSES, ModelProfile
+from .profile import COMPUTE_CLASSES, LayerProfile, ModelProfile
 from .snapshot import PeerSpec, SwarmSnapshot
 
 REQUESTER = -1
@@ -52,15 +54,35 @@ def _missing_bytes(peer: PeerSpec, profile: ModelProfile) -> list[int]:
 
 
 def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
-    """(P, L) expected seconds of each layer on each peer (per-class speeds, load, reputation)."""
+    """(P, L) expected seconds of each layer on each peer (kind or class speeds, load, reputation)."""
+    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
+    return advertised_seconds(profile.layers, peers) / derate[:, None]
+
+
+def advertised_seconds(layers: Sequence[LayerProfile], peers: Sequence[PeerSpec]) -> np.ndarray:
+    """(P, L) seconds of each layer on each peer at its advertised speeds (no load or
+    reputation): the layer's kind speed where the peer lists one, else its class speeds."""
     # one row per layer: FLOPs per class, then the unclassified rest (one array call, not L*5 item writes)
     flops = np.array([[*map(layer.flops_by_class.get, COMPUTE_CLASSES, (0,) * len(COMPUTE_CLASSES)),
-                       max(0, layer.flops - sum(layer.flops_by_class.values()))] for layer in profile.layers],
-                     dtype=float).reshape(profile.num_layers, len(COMPUTE_CLASSES) + 1)
+                       max(0, layer.flops - sum(layer.flops_by_class.values()))] for layer in layers],
+                     dtype=float).reshape(len(layers), len(COMPUTE_CLASSES) + 1)
     speed = np.array([[p.gflops_by_class.get(c, p.gflops) for c in COMPUTE_CLASSES] + [p.gflops] for p in peers])
     seconds = (1.0 / (speed * 1e9)) @ flops.T
-    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
-    return seconds / derate[:, None]
+    if not any(p.gflops_by_kind for p in peers):
+        return seconds
+    kinds = sorted({layer.kind for layer in layers})
+    kind_speed = np.array([[p.gflops_by_kind.get(k, np.nan) for k in kinds] for p in peers])  # (P, K), NaN: not listed
+    per_layer = kind_speed[:, [kinds.index(layer.kind) for layer in layers]]  # (P, L)
+    total = np.array([float(layer.flops) for layer in layers])
+    with np.errstate(invalid="ignore"):
+        by_kind = total[None, :] / (per_layer * 1e9)
+    return np.where(np.isnan(per_layer), seconds, by_kind)
+
+
+def span_seconds(layers: Sequence[LayerProfile], peer: PeerSpec) -> float:
+    """Seconds `layers` take on `peer` at its advertised speeds: what a hop's measured compute
+    time is compared with (core/speed.py), by the planner's own formula."""
+    return float(advertised_seconds(layers, [peer]).sum()) if layers else 0.0
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,7 +3,7 @@
 Peers file (the `p2pinfer plan --peers-file` contract; optional fields marked ?):
     {"requester": {"up_mbps", "down_mbps", "latency_ms"},
      "peers": [{"id", "gflops", "mem_bytes", "up_mbps", "down_mbps", "latency_ms",
-                "reputation"?, "load"?, "gflops_by_class"?, "holds"?}]}
+                "reputation"?, "load"?, "gflops_by_class"?, "gflops_by_kind"?, "holds"?}]}
 `holds` lists layer weight hashes, or a model name / id meaning all of that model's layers.
 
 Profile file: {"name", "model_id", "input_bytes", "layers": [{"index"?, "kind", "flops",
@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from .profile import COMPUTE_CLASSES, LayerProfile, ModelProfile
+from .profile import COMPUTE_CLASSES, LayerProfile, ModelProfile, check_kind_speeds
 from .snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 
 _LINK = ("up_mbps", "down_mbps", "latency_ms")
 _PEER_REQUIRED = ("id", "gflops", "mem_bytes", *_LINK)
-_PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "holds", "addrs")
+_PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "gflops_by_kind", "holds", "addrs")
 _LAYER_REQUIRED = ("kind", "flops", "param_bytes", "out_bytes")
 _LAYER_OPTIONAL = ("index", "flops_by_class", "weights_hash")
 
@@ -59,6 +59,13 @@ def _class_map(obj: Mapping[str, Any], key: str, where: str, *, integer: bool) -
     return {c: _num(m, c, f"{where}.{key}", integer=integer, positive=not integer) for c in m}
 
 
+def _kind_map(obj: Mapping[str, Any], where: str) -> dict[str, float]:
+    try:
+        return check_kind_speeds(obj.get("gflops_by_kind", {}), f"{where}.gflops_by_kind")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     v = obj.get(key, [])
     if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
@@ -81,7 +88,7 @@ def _peer(obj: Any, where: str) -> PeerSpec:
         float(_num(d, "up_mbps", where, positive=True)), float(_num(d, "down_mbps", where, positive=True)),
         float(_num(d, "latency_ms", where)), _class_map(d, "gflops_by_class", where, integer=False),
         reputation=float(rep), load=float(load), holds=frozenset(_strings(d, "holds", where)),
-        addrs=_strings(d, "addrs", where))
+        addrs=_strings(d, "addrs", where), gflops_by_kind=_kind_map(d, where))
 
 
 def snapshot_from_json(data: Any, where: str = "peers file") -> SwarmSnapshot:

@@ -6,15 +6,41 @@ shape) and consumed by the pure planner, so it lives in `core/` with no torch im
 Compute classes: every FLOP is attributed to one class of operator so that peers can advertise
 a measured speed per class (a conv-heavy span runs at a different rate than an attention-heavy
 one). Classes are the keys of `COMPUTE_CLASSES`.
+
+Layer kinds: a peer may also advertise a speed per layer kind (`LayerProfile.kind`, e.g.
+"bottleneck", "bert_layer"), measured on the real layers; it overrides the class speeds for
+layers of that kind. `check_kind_speeds` is the one validation of such a map.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
 COMPUTE_CLASSES = ("linear", "conv", "attention", "other")
+MAX_KIND_SPEEDS = 32
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def check_kind_speeds(speeds: object, what: str = "gflops_by_kind") -> dict[str, float]:
+    """A {layer kind: GFLOP/s} map as a plain dict; ValueError naming the fault otherwise.
+    Kind names are lowercase identifiers (at most 40 characters, at most MAX_KIND_SPEEDS kinds);
+    speeds are finite and > 0. Unknown kinds are allowed: they simply match no layer."""
+    if not isinstance(speeds, Mapping):
+        raise ValueError(f"{what} must be a map of layer kind to GFLOP/s")
+    if len(speeds) > MAX_KIND_SPEEDS:
+        raise ValueError(f"{what} has {len(speeds)} kinds, at most {MAX_KIND_SPEEDS} allowed")
+    out: dict[str, float] = {}
+    for kind, speed in speeds.items():
+        if not isinstance(kind, str) or not _KIND_NAME.fullmatch(kind):
+            raise ValueError(f"{what}: bad layer kind name {kind!r:.50} (lowercase identifier, <= 40 characters)")
+        if type(speed) not in (int, float) or not math.isfinite(speed) or not speed > 0:
+            raise ValueError(f"{what}.{kind} must be a finite number > 0, got {speed!r:.40}")
+        out[kind] = float(speed)
+    return out
 
 
 def _frozen_map(m: Mapping[str, int] | None) -> Mapping[str, int]:

@@ -9,6 +9,8 @@ The whole blob must be *canonical* CBOR (RFC 7049 §3.9 as cbor2 writes it: shor
 float forms, map keys sorted length-first, definite lengths, no tags, no duplicate keys). With
 Ed25519's unique signatures this gives every valid record exactly one byte encoding, so nobody
 can relay a valid record in a second spelling (caches and DHT select may compare bytes).
+`gflops_by_kind` is the one optional field: absent when the peer has no per-kind speeds, never
+present and empty (that would be a second spelling of the same record).
 
 Checks run in this order and each failure raises RecordError(reason, message):
 oversized -> malformed-cbor (undecodable or non-canonical) -> unknown-version -> bad-schema ->
@@ -24,7 +26,7 @@ from typing import Any, Mapping
 
 import cbor2
 
-from p2pinfer.core.profile import COMPUTE_CLASSES
+from p2pinfer.core.profile import COMPUTE_CLASSES, check_kind_speeds
 from p2pinfer.crypto.identity import Identity, public_key_from_peer_id
 from p2pinfer.crypto.signing import RECORD_DOMAIN, verify_with_key
 from p2pinfer.core.snapshot import PeerSpec
@@ -46,6 +48,7 @@ _TUPLE_FIELDS = ("addrs", "models", "weights")
 WIRE_FIELDS = frozenset(
     _FLOAT_FIELDS + _INT_FIELDS + _STR_FIELDS + _TUPLE_FIELDS + ("gflops_by_class", "key", "sig")
 )
+OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind",))
 
 
 def _bad(message: str) -> RecordError:
@@ -78,6 +81,7 @@ class CapabilityRecord:
     weights: tuple[str, ...] = ()
     load: float = 0.0
     swarm: str = "default"
+    gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
@@ -91,6 +95,10 @@ class CapabilityRecord:
         for name, limit in (("addrs", MAX_ADDRS), ("models", MAX_MODELS), ("weights", MAX_WEIGHTS)):
             object.__setattr__(self, name, _as_str_tuple(name, getattr(self, name), limit))
         object.__setattr__(self, "gflops_by_class", _as_class_map(self.gflops_by_class))
+        try:
+            object.__setattr__(self, "gflops_by_kind", MappingProxyType(check_kind_speeds(self.gflops_by_kind)))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
         self._check_ranges()
 
     def __hash__(self) -> int:  # the class map is a mappingproxy; these fields suffice
@@ -210,6 +218,8 @@ def _wire_body(record: CapabilityRecord, public_key: bytes) -> dict[str, Any]:
     body.update({name: getattr(record, name) for name in _STR_FIELDS})
     body.update({name: list(getattr(record, name)) for name in _TUPLE_FIELDS})
     body["gflops_by_class"] = dict(record.gflops_by_class)
+    if record.gflops_by_kind:
+        body["gflops_by_kind"] = dict(record.gflops_by_kind)
     body["key"] = public_key
     return body
 
@@ -268,8 +278,8 @@ def _from_wire(raw: Any) -> tuple[CapabilityRecord, bytes, bytes]:
     version = raw.get("version")
     if type(version) is int and version != RECORD_VERSION:
         raise RecordError("unknown-version", f"record version {version} is not supported")
-    if set(raw) != WIRE_FIELDS:
-        missing, extra = sorted(WIRE_FIELDS - set(raw)), sorted(map(str, set(raw) - WIRE_FIELDS))
+    if not WIRE_FIELDS <= set(raw) <= WIRE_FIELDS | OPTIONAL_WIRE_FIELDS:
+        missing, extra = sorted(WIRE_FIELDS - set(raw)), sorted(map(str, set(raw) - WIRE_FIELDS - OPTIONAL_WIRE_FIELDS))
         raise _bad(f"record fields: missing {missing}, unexpected {extra}")
     for name in _FLOAT_FIELDS:
         if type(raw[name]) is not float:
@@ -277,6 +287,10 @@ def _from_wire(raw: Any) -> tuple[CapabilityRecord, bytes, bytes]:
     classes = raw["gflops_by_class"]
     if not isinstance(classes, dict) or any(type(v) is not float for v in classes.values()):
         raise _bad("gflops_by_class must map class names to CBOR floats")
+    if "gflops_by_kind" in raw:
+        kinds = raw["gflops_by_kind"]
+        if not isinstance(kinds, dict) or not kinds or any(type(v) is not float for v in kinds.values()):
+            raise _bad("gflops_by_kind, when present, must be a non-empty map of layer kinds to CBOR floats")
     key, sig = raw["key"], raw["sig"]
     if type(key) is not bytes or len(key) != 32 or type(sig) is not bytes or len(sig) != 64:
         raise _bad("key must be 32 bytes and sig 64 bytes")
@@ -304,6 +318,7 @@ def to_peer_spec(record: CapabilityRecord, *, reputation: float = 1.0) -> PeerSp
         down_mbps=record.down_mbps,
         latency_ms=record.latency_ms,
         gflops_by_class=dict(record.gflops_by_class),
+        gflops_by_kind=dict(record.gflops_by_kind),
         reputation=reputation,
         load=min(record.load, 0.99),
         holds=frozenset(record.weights),
@@ -318,6 +333,7 @@ def to_json_dict(record: CapabilityRecord) -> dict[str, Any]:
         "addrs": list(record.addrs),
         "gflops": record.gflops,
         "gflops_by_class": dict(record.gflops_by_class),
+        "gflops_by_kind": dict(record.gflops_by_kind),
         "mem_bytes": record.mem_bytes,
         "up_mbps": record.up_mbps,
         "down_mbps": record.down_mbps,

@@ -17,7 +17,9 @@ class PeerSpec:
     """One candidate hop as advertised (and possibly corrected by measurement and reputation).
 
     `gflops_by_class` refines `gflops` per compute class (see core/profile.py); a class that is
-    missing falls back to the scalar. `reputation` is in (0, 1]; `load` is the fraction of the
+    missing falls back to the scalar. `gflops_by_kind` refines both per layer kind (a layer whose
+    kind is listed runs at that speed: layers of one class still differ, e.g. a ResNet bottleneck
+    and a plain VGG conv, or a batch-1 matrix-vector product and a batched matmul). `reputation` is in (0, 1]; `load` is the fraction of the
     peer's compute already busy, in [0, 1). `holds` are content hashes of layer weights the peer
     already has (a span whose weights are not held pays a one-time transfer).
     """
@@ -33,6 +35,7 @@ class PeerSpec:
     load: float = 0.0
     holds: frozenset[str] = frozenset()
     addrs: tuple[str, ...] = ()
+    gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.peer_id:
@@ -47,6 +50,7 @@ class PeerSpec:
         if not 0 <= self.load < 1:
             raise ValueError(f"peer {self.peer_id}: load must be in [0, 1)")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
+        object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "holds", frozenset(self.holds))
         object.__setattr__(self, "addrs", tuple(self.addrs))
 

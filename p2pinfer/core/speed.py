@@ -3,7 +3,9 @@
 Pure. Each completed hop gives one sample of the peer's *efficiency*
     e = predicted_s / measured_s,   predicted_s = sum over classes c of flops_c / (adv_c * 1e9)
 (adv_c: the GFLOP/s the peer advertised for compute class c when the hop ran, falling back to
-its scalar). e = 1: the peer ran exactly as fast as it advertises; e = 0.1: ten times slower.
+its scalar), or the caller's `predicted_s` when it has the planner's own prediction (which also
+uses the peer's per-layer-kind speeds, core/costs.span_seconds). e = 1: the peer ran exactly as
+fast as it advertises; e = 0.1: ten times slower.
 
 Rules:
 1. Samples are kept as measured speeds, log(adv * e) in GFLOP/s, in a window of the last
@@ -14,8 +16,8 @@ Rules:
 2. The measured speed of a class is the median of its window (robust: one stall or GC pause
    among three samples does not move it), used once the window holds >= min_samples samples.
 3. Effective speed (what the planner uses) = min(measured, max_efficiency * advertised now);
-   a class without its own samples is scaled by the scalar's effective/advertised ratio; with
-   no samples at all the advertisement is used. With max_efficiency = 1 a peer is never planned
+   a class without its own samples, and every layer-kind speed, is scaled by the scalar's
+   effective/advertised ratio; with no samples at all the advertisement is used. With max_efficiency = 1 a peer is never planned
    faster than it claims (the claim is a ceiling the peer commits to).
 4. Over-claim: flagged when the measured scalar speed (>= min_samples samples) is below
    advertised / overclaim_factor. The flag only lowers reputation mildly (core/reputation.py
@@ -111,9 +113,12 @@ def observe(
     advertised_gflops: float,
     flops_by_class: Mapping[str, int] | None = None,
     advertised_by_class: Mapping[str, float] | None = None,
+    predicted_s: float | None = None,
     params: SpeedParams = SpeedParams(),
 ) -> SpeedState:
-    """Add one completed hop's timing (rule 1). Zero-flop hops carry no speed information."""
+    """Add one completed hop's timing (rule 1). Zero-flop hops carry no speed information.
+    `predicted_s` (the planner's prediction at advertised speeds) replaces the class sum as the
+    prediction; the class split still decides which classes get a sample."""
     if not (isinstance(flops, int) and flops >= 0):
         raise ValueError(f"flops must be a non-negative int, got {flops!r}")
     if not (math.isfinite(measured_s) and measured_s > 0):
@@ -123,11 +128,13 @@ def observe(
     adv_by_class = dict(advertised_by_class or {})
     if any(not (math.isfinite(v) and v > 0) for v in adv_by_class.values()):
         raise ValueError("advertised_by_class values must be > 0")
+    if predicted_s is not None and not (math.isfinite(predicted_s) and predicted_s >= 0):
+        raise ValueError(f"predicted_s must be >= 0 seconds, got {predicted_s!r}")
     times = _class_times(flops, dict(flops_by_class or {}), advertised_gflops, adv_by_class)
     predicted = sum(times.values())
-    if predicted <= 0:
+    if predicted <= 0 or predicted_s == 0:
         return state
-    log_e = math.log(predicted / measured_s)
+    log_e = math.log((predicted if predicted_s is None else predicted_s) / measured_s)
     new = dict(state.samples)
     speeds = {ALL: math.log(advertised_gflops) + log_e}
     for cls, t in times.items():
@@ -166,6 +173,19 @@ def effective_gflops(
         elif adv is not None:
             by_class[cls] = adv * ratio
     return scalar, by_class
+
+
+def effective_by_kind(
+    state: SpeedState,
+    advertised_gflops: float,
+    advertised_by_kind: Mapping[str, float],
+    params: SpeedParams = SpeedParams(),
+) -> dict[str, float]:
+    """Per-layer-kind GFLOP/s the planner should use (rule 3): the advertised kind speeds
+    scaled by the scalar's effective / advertised ratio."""
+    scalar, _ = effective_gflops(state, advertised_gflops, None, params)
+    ratio = scalar / advertised_gflops
+    return {kind: speed * ratio for kind, speed in advertised_by_kind.items()}
 
 
 def is_overclaimed(state: SpeedState, advertised_gflops: float, params: SpeedParams = SpeedParams()) -> bool:

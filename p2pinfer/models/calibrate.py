@@ -1,4 +1,4 @@
-"""Measure this machine's compute speed (GFLOP/s), overall and per compute class.
+"""Measure this machine's compute speed (GFLOP/s): overall, per compute class and per layer kind.
 
 A short, real micro-benchmark with torch on the node's own thread count, at the shapes the model
 zoo actually runs (small-batch inference, not peak-FLOPs GEMMs), so the planner's cost model
@@ -16,7 +16,10 @@ predicts real span times:
              thread, and nodes calibrate in a worker thread; SDPA did not, and it is what runs.)
 - other:     no dedicated kernel; advertised as the overall figure
 The overall figure is the harmonic mean of linear, conv and attention: the rate at which an
-equal-FLOP mix of the three runs.
+equal-FLOP mix of the three runs. Per layer kind (the speed table the planner prefers where it
+has an entry): the real registry layers at zoo shapes, models/kind_workloads.py; each call
+repeats its layers to at least ~10 ms of CPU (two slices of the testbed's quotas), so that calls
+pay the cold caches of throttled periods as spans do.
 
 Speed = FLOPs per CPU-second x the cores we may use (`cpu_quota.usable_cores`: one per thread,
 capped by the cgroup CPU quota and the CPU affinity). The kernels are timed in CPU seconds of the
@@ -26,8 +29,9 @@ advertised 0.6-0.9 of what its quota then delivered, and that figure was cached 
 time under a quota still includes what throttling costs per CPU-second (cold caches after each
 throttled period), because the kernels run inside the group. Each class's rate is that of its
 median call in CPU seconds (robust to bursts of neighbours thrashing the shared caches, which
-slow calls even in CPU time). Each class runs for budget_s / 3 of
-wall time (0.5 s per class covers 10 periods of a 0.1-core group). Results are cached as JSON (the
+slow calls even in CPU time). Each class runs for budget_s / 6 of wall time and each kind for
+budget_s / 2 / len(KIND_INSTANCES) (the default 3 s: 0.5 s per class covers 10 periods of a
+0.1-core group; at least 3 calls each, so a 0.1-core node takes ~4 s). Results are cached as JSON (the
 per-CPU-second rates, keyed by torch version, thread count and CPU model; any other key, or a
 corrupt file, triggers a new measurement); the usable cores are read again at every start.
 """
@@ -36,10 +40,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -48,10 +53,13 @@ import torch
 import torch.nn.functional as F
 
 from .cpu_quota import QuotaUnknown, usable_cores
+from .kind_workloads import KIND_INSTANCES, kind_workload
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 5  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: median call
+CALIBRATION_VERSION = 6  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: median call; 6: layer kinds
+KIND_KEY = "kind:"  # prefix of the layer kinds' rates among the classes' (cache and per_cpu_second)
+_MIN_CALL_CPU_S = 0.010  # a timed call repeats its workload to at least this much CPU time
 CALIBRATION_FILE = "calibration.json"  # in the node's data dir
 _MIN_CALLS = 3
 
@@ -64,9 +72,11 @@ class ComputeCalibration:
     by_class: Mapping[str, float]
     threads: int
     from_cache: bool = False
+    by_kind: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_class", MappingProxyType(dict(self.by_class)))
+        object.__setattr__(self, "by_kind", MappingProxyType(dict(self.by_kind)))
 
 
 def _linear_workload() -> tuple[Callable[[], Any], float]:
@@ -107,23 +117,28 @@ def _attention_workload() -> tuple[Callable[[], Any], float]:
 
 
 _WORKLOADS = {"linear": _linear_workload, "conv": _conv_workload, "attention": _attention_workload}
+_RATE_KEYS = set(_WORKLOADS) | {KIND_KEY + kind for kind in KIND_INSTANCES}
 
 
 def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], float]) -> tuple[float, float, float]:
-    """Calls made within a wall-time box (after one warm-up call): the median CPU seconds per
-    call, the CPU time they all used and the wall time they spanned. The median, not the mean:
+    """Calls made within a wall-time box (after one warm-up call; a call repeats the workload
+    to at least _MIN_CALL_CPU_S of CPU as the warm-up timed it): the median CPU seconds per
+    workload call, the CPU time they all used and the wall time they spanned. The median, not the mean:
     a burst of neighbours thrashing the shared caches slows a few calls even in CPU time; not
     the fastest calls: inside a quota most calls straddle a throttled period and restart with
     cold caches, and a span pays that too (measured: the lower quartile over-rated the 0.4-core
     node by ~1.3x against its ResNet-50 span)."""
+    cpu0 = cpu_clock()
     workload()
+    repeat = max(1, min(64, math.ceil(_MIN_CALL_CPU_S / max(cpu_clock() - cpu0, 1e-6))))
     per_call: list[float] = []
     began = time.perf_counter()
     deadline = began + seconds
     while len(per_call) < _MIN_CALLS or time.perf_counter() < deadline:
         cpu0 = cpu_clock()
-        workload()
-        per_call.append(cpu_clock() - cpu0)
+        for _ in range(repeat):
+            workload()
+        per_call.append((cpu_clock() - cpu0) / repeat)
     per_call.sort()
     return per_call[len(per_call) // 2], sum(per_call), time.perf_counter() - began
 
@@ -143,17 +158,21 @@ def _cores(threads: int, measured_share: float | None) -> float:
 
 def _scaled(per_cpu_s: Mapping[str, float], threads: int, *, measured_share: float | None = None,
             from_cache: bool = False) -> ComputeCalibration:
-    """Per-CPU-second rates -> what this process delivers with `threads` threads on the cores it may use."""
+    """Per-CPU-second rates (classes and kinds) -> what this process delivers with `threads`
+    threads on the cores it may use."""
     cores = _cores(threads, measured_share)
     by_class = {name: per_cpu_s[name] * cores for name in _WORKLOADS}  # fixed order: same float sum from a cache
     overall = len(by_class) / sum(1.0 / r for r in by_class.values())
     by_class["other"] = overall
-    return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads, from_cache=from_cache)
+    by_kind = {kind: per_cpu_s[KIND_KEY + kind] * cores for kind in KIND_INSTANCES}
+    return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads, from_cache=from_cache, by_kind=by_kind)
 
 
-def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> tuple[dict[str, float], float]:
-    """GFLOP per CPU-second of each class's kernel with `threads` torch threads (about `budget_s`
-    seconds of wall time), and the CPU share the kernels got (CPU / wall time). One thread: the
+def per_cpu_second(*, threads: int, budget_s: float = 3.0) -> tuple[dict[str, float], float]:
+    """GFLOP per CPU-second of each class's kernel and each layer kind's workload (keys: class
+    names, and KIND_KEY + kind name: "linear" is both a class and a kind) with `threads` torch
+    threads (about `budget_s` seconds of wall time, half for the classes, half for the kinds),
+    and the CPU share they got (CPU / wall time). One thread: the
     calling thread's CPU time (other threads of a node, its event loop, do not count); several:
     the whole process's."""
     if threads < 1:
@@ -165,7 +184,9 @@ def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> tuple[dict[str, fl
         torch.manual_seed(0)
         with torch.inference_mode():
             workloads = {name: make() for name, make in _WORKLOADS.items()}
-            timed = {name: _timed(fn, budget_s / len(workloads), clock) for name, (fn, _flops) in workloads.items()}
+            workloads.update({KIND_KEY + kind: kind_workload(kind) for kind in KIND_INSTANCES})
+            timed = {name: _timed(fn, budget_s / 2 / (len(_WORKLOADS) if name in _WORKLOADS else len(KIND_INSTANCES)), clock)
+                     for name, (fn, _flops) in workloads.items()}
     finally:
         torch.set_num_threads(previous)
     rates = {name: workloads[name][1] / max(median, 1e-9) / 1e9 for name, (median, _cpu, _wall) in timed.items()}
@@ -173,7 +194,7 @@ def per_cpu_second(*, threads: int, budget_s: float = 1.5) -> tuple[dict[str, fl
     return rates, share
 
 
-def benchmark(*, threads: int, budget_s: float = 1.5) -> ComputeCalibration:
+def benchmark(*, threads: int, budget_s: float = 3.0) -> ComputeCalibration:
     """Run the micro-benchmark now (about `budget_s` seconds) with `threads` torch threads."""
     rates, share = per_cpu_second(threads=threads, budget_s=budget_s)
     return _scaled(rates, threads, measured_share=share)
@@ -185,7 +206,7 @@ def cache_key(threads: int) -> dict[str, Any]:
             "cpu": _cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
-def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 1.5,
+def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 3.0,
                     force: bool = False) -> ComputeCalibration:
     """The cached calibration for this machine and thread count, measuring it if needed."""
     key = cache_key(threads)
@@ -195,8 +216,9 @@ def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 
             return cached
     rates, share = per_cpu_second(threads=threads, budget_s=budget_s)
     result = _scaled(rates, threads, measured_share=share)
-    logger.info("compute calibration (%d threads, CPU share measured %.3f): %.1f GFLOP/s %s", threads, share,
-                result.gflops, {k: round(v, 1) for k, v in result.by_class.items()})
+    logger.info("compute calibration (%d threads, CPU share measured %.3f): %.1f GFLOP/s %s, by kind %s", threads,
+                share, result.gflops, {k: round(v, 1) for k, v in result.by_class.items()},
+                {k: round(v, 2) for k, v in result.by_kind.items()})
     if cache_path is not None:
         _write_cache(Path(cache_path), key, rates)
     return result
@@ -208,7 +230,7 @@ def _read_cache(path: Path, key: dict[str, Any]) -> ComputeCalibration | None:
         if doc.get("key") != key:
             return None
         rates = {str(k): float(v) for k, v in doc["per_cpu_second"].items()}
-        if set(rates) != set(_WORKLOADS) or not all(0 < v < float("inf") for v in rates.values()):
+        if set(rates) != _RATE_KEYS or not all(0 < v < float("inf") for v in rates.values()):
             raise ValueError(f"bad per-CPU-second rates {rates}")
         return _scaled(rates, key["threads"], from_cache=True)  # QuotaUnknown: measure again
     except FileNotFoundError:

@@ -3,7 +3,10 @@
 FLOPs are attributed to compute classes (see p2pinfer.core.profile): 'attention' for everything
 inside a layer's `attn_core` submodule (the Q K^T and softmax-V matmuls), 'conv' for
 convolutions, 'linear' for the remaining matmuls (mm/addmm/bmm of dense layers), 'other' for
-anything else FlopCounterMode counts. `out_bytes` is the size of everything a layer hands on at
+anything else FlopCounterMode counts, plus the window operations of pooling layers, which
+FlopCounterMode does not count (one per window element: output elements x kernel area for
+max_pool, input elements for the adaptive average pool; as ptflops counts pooling). Without them
+a pooling layer would be free in the cost model, yet VGG-16's five pools take ~7% of its time. `out_bytes` is the size of everything a layer hands on at
 batch 1 (for BERT layers that includes the attention mask, which travels with the hidden states);
 `weights_hash` is the layer's blob hash from the manifest ("" for layers without weights).
 Profiles are deterministic, so they are cached in the store and in memory.
@@ -24,7 +27,7 @@ from .manifest import Manifest
 from .shapes import boundaries, meta_inputs
 from .store import ModelStore
 
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # 3: pooling work
 _LINEAR_OPS = ("mm", "addmm", "bmm", "baddbmm")
 _memo: dict[str, ModelProfile] = {}
 _lock = threading.Lock()
@@ -45,6 +48,25 @@ def _classify(counts: dict[str, dict[object, int]]) -> dict[str, int]:
     return by_class
 
 
+def _pooling_work(kind: str, config: dict[str, object], inputs: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> int:
+    if kind == "max_pool":
+        return out["x"].numel() * int(config["kernel"]) ** 2  # type: ignore[call-overload]
+    if kind == "avgpool_flatten":
+        return inputs["x"].numel()
+    return 0
+
+
+def layer_flops(kind: str, config: dict[str, object], module: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, int]:
+    """FLOPs of one call of a registry layer on `inputs` (meta tensors are fine), per compute class.
+    The one FLOP count: profiles and the compute calibration (models/calibrate.py) both use it."""
+    counter = FlopCounterMode(display=False, depth=None)
+    with counter:
+        out = module(inputs)
+    by_class = _classify(counter.get_flop_counts())
+    by_class["other"] += _pooling_work(kind, config, inputs, out)
+    return by_class
+
+
 def compute_profile(manifest: Manifest) -> ModelProfile:
     """Count FLOPs layer by layer at the manifest's default (batch 1) input shapes."""
     specs = boundaries(manifest)
@@ -52,10 +74,7 @@ def compute_profile(manifest: Manifest) -> ModelProfile:
     with torch.inference_mode():
         for index, layer in enumerate(manifest.layers):
             module = build_layer(layer.kind, layer.config, device="meta")
-            counter = FlopCounterMode(display=False, depth=None)
-            with counter:
-                module(meta_inputs(specs[index]))
-            by_class = _classify(counter.get_flop_counts())
+            by_class = layer_flops(layer.kind, dict(layer.config), module, meta_inputs(specs[index]))
             layers.append(LayerProfile(index, layer.kind, sum(by_class.values()), param_bytes(layer.kind, layer.config),
                                        sum(s.nbytes for s in specs[index + 1]), by_class, layer.weights_hash or ""))
     return ModelProfile(manifest.name, manifest.model_id, sum(s.nbytes for s in specs[0]), tuple(layers))

@@ -30,6 +30,7 @@ class Capability:
     down_mbps: float
     latency_ms: float
     gflops_by_class: Mapping[str, float] = field(default_factory=dict)
+    gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
     models: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
     load: float = 0.0
@@ -42,6 +43,7 @@ class Capability:
         if not 0 <= self.load <= 1:
             raise ConfigError(f"capability: load {self.load} must be in [0, 1]")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
+        object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "weights", tuple(self.weights))
 
@@ -86,6 +88,7 @@ class Advertiser:
             addrs=tuple(addrs)[:MAX_ADVERTISED_ADDRS],
             gflops=cap.gflops,
             gflops_by_class=dict(cap.gflops_by_class),
+            gflops_by_kind=dict(cap.gflops_by_kind),
             mem_bytes=cap.mem_bytes,
             up_mbps=cap.up_mbps,
             down_mbps=cap.down_mbps,

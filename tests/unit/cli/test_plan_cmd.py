@@ -80,6 +80,9 @@ def test_amortize_zero_means_weights_held(files, capsys) -> None:
     (lambda d: d["peers"][1].update(id="gpu-box"), "duplicate peer id 'gpu-box'"),
     (lambda d: d.update(peers={}), "peers must be a list"),
     (lambda d: d["requester"].update(up_mbps=0), "requester.up_mbps must be > 0"),
+    (lambda d: d["peers"][0].update(gflops_by_kind={"bottleneck": 0}), "peers[0].gflops_by_kind.bottleneck must be a finite number > 0"),
+    (lambda d: d["peers"][0].update(gflops_by_kind={"Conv Layer": 2.0}), "peers[0].gflops_by_kind: bad layer kind name"),
+    (lambda d: d["peers"][0].update(gflops_by_kind=[2.0]), "peers[0].gflops_by_kind must be a map of layer kind"),
 ])
 def test_bad_peers_file_is_one_line_error(files, capsys, mutate, message: str) -> None:
     peers, profile = files

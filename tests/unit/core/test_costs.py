@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pinfer.core.costs import REQUESTER, build_costs, suffix
+from p2pinfer.core.costs import REQUESTER, advertised_seconds, build_costs, span_seconds, suffix
 from p2pinfer.core.plan import PlannerOptions
 from p2pinfer.core.profile import LayerProfile, ModelProfile
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
@@ -59,3 +59,23 @@ def test_excluded_peers_are_listed() -> None:
     snap = SwarmSnapshot(SNAP.requester, (SNAP.peers[0], PeerSpec("c", 1.0, 1, 1.0, 1.0, 1.0, reputation=0.1)))
     cm = build_costs(PROFILE, snap, PlannerOptions())
     assert cm.excluded == ("c",) and [p.peer_id for p in cm.peers] == ["a"]
+
+
+def test_a_listed_layer_kind_overrides_the_class_speeds() -> None:
+    """Peer "k" lists "conv_bn_act" at 8 GFLOP/s: its conv layers cost flops / 8e9, its other
+    layers keep the class speeds; a peer without a kind table is priced by class as before;
+    load and reputation derate both alike."""
+    layers = (LayerProfile(0, "conv_bn_act", 4 * 10**9, 0, 1, {"conv": 4 * 10**9}),
+              LayerProfile(1, "bottleneck", 2 * 10**9, 0, 1, {"conv": 2 * 10**9}),
+              LayerProfile(2, "max_pool", 10**6, 0, 1, {"other": 10**6}))
+    profile = ModelProfile("kinds", "kinds-id", 1, layers)
+    peers = (PeerSpec("k", 10.0, 10**6, 1.0, 1.0, 0.0, {"conv": 20.0}, load=0.5,
+                      gflops_by_kind={"conv_bn_act": 8.0, "max_pool": 0.1, "bert_layer": 3.0}),
+             PeerSpec("plain", 10.0, 10**6, 1.0, 1.0, 0.0, {"conv": 20.0}))
+    seconds = advertised_seconds(layers, peers)
+    assert seconds[0].tolist() == pytest.approx([4 / 8, 2 / 20, 1e-3 / 0.1])
+    assert seconds[1].tolist() == pytest.approx([4 / 20, 2 / 20, 1e-3 / 10])
+    assert span_seconds(layers[:2], peers[0]) == pytest.approx(0.5 + 0.1) and span_seconds((), peers[0]) == 0.0
+    cm = build_costs(profile, SwarmSnapshot(SNAP.requester, peers), PlannerOptions(amortize_requests=None))
+    assert cm.compute[0, 3] == pytest.approx((0.5 + 0.1 + 0.01) / 0.5)  # load 0.5 doubles the expected cost
+    assert cm.compute[1, 3] == pytest.approx(0.2 + 0.1 + 1e-4)

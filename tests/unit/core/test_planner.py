@@ -96,6 +96,18 @@ def test_per_class_speed_refines_the_scalar() -> None:
     assert p.hops[0].compute_s == pytest.approx(8 * G / 8e9 + 2 * G / 1e9)
 
 
+def test_per_kind_speed_decides_the_split() -> None:
+    """Two peers equal by class, but "b" runs bottlenecks 4x faster than "a" and "a" runs plain
+    convs 4x faster: the throughput plan gives each peer the kind it is fast at."""
+    kinds = ["conv_bn_act"] * 4 + ["bottleneck"] * 4
+    profile = ModelProfile("mix", "mix-id", 1, tuple(LayerProfile(i, k, G, 1, 1, {"conv": G}) for i, k in enumerate(kinds)))
+    a = peer("a", gflops=10.0, gflops_by_kind={"conv_bn_act": 40.0, "bottleneck": 10.0})
+    b = peer("b", gflops=10.0, gflops_by_kind={"conv_bn_act": 10.0, "bottleneck": 40.0})
+    p = plan(profile, snap(a, b), objective="throughput", options=NO_FETCH)
+    assert [(h.peer_id, h.start, h.stop) for h in p.hops] == [("a", 0, 4), ("b", 4, 8)]
+    assert max(h.compute_s for h in p.hops) == pytest.approx(4 * G / 40e9)
+
+
 def test_weight_fetch_is_amortised_and_skipped_for_held_weights() -> None:
     profile = chain([125_000_000, 125_000_000], hashes=True)  # 2 Gbit of weights
     lonely = snap(peer("a", down_mbps=100.0))

@@ -27,6 +27,7 @@ from p2pinfer.crypto.signing import ASSIGNMENT_DOMAIN, RECORD_DOMAIN
 from p2pinfer.errors import RecordError
 from tests.unit.core.records_factory import ALICE, BOB, NOW, make_record
 
+KINDS = {"bottleneck": 12.5, "conv_bn_act": 16.0, "linear": 2.25, "max_pool": 0.03125, "bert_layer": 14.0}
 SCHEMA = pycddl.Schema((Path(__file__).parents[3] / "protocol" / "capability.cddl").read_text())
 
 
@@ -48,7 +49,8 @@ def wire(record: CapabilityRecord | None = None) -> dict[str, Any]:
 
 def test_roundtrip_and_cddl() -> None:
     for record in [make_record(), make_record(BOB), make_record(load=1.0, latency_ms=0.0),
-                   make_record(addrs=(), models=(), weights=(), gflops_by_class={})]:
+                   make_record(addrs=(), models=(), weights=(), gflops_by_class={}),
+                   make_record(gflops_by_kind=KINDS)]:
         identity = ALICE if record.peer_id == ALICE.peer_id else BOB
         blob = encode_signed(record, identity)
         SCHEMA.validate_cbor(blob)
@@ -127,6 +129,10 @@ BAD_FIELDS: list[tuple[str, Any, bool]] = [
     ("addrs", ["x/p2p/" + ALICE.peer_id], False), ("addrs", ["/p2p/x/p2p/" + ALICE.peer_id] * 17, False),
     ("swarm", "", True), ("swarm", "s" * 65, True), ("swarm", None, True),
     ("key", b"\x00" * 31, True), ("key", "k" * 32, False),
+    ("gflops_by_kind", {}, False), ("gflops_by_kind", {"conv_bn_act": 0.0}, True),
+    ("gflops_by_kind", {"conv_bn_act": 3}, True), ("gflops_by_kind", {"Conv": 1.0}, False),
+    ("gflops_by_kind", {"k" * 41: 1.0}, False), ("gflops_by_kind", [1.0], True),
+    ("gflops_by_kind", {f"k{i}": 1.0 for i in range(33)}, False), ("gflops_by_kind", {"linear": math.inf}, False),
 ]
 
 
@@ -139,6 +145,19 @@ def test_rejects_bad_field_even_if_signed(name: str, value: Any, cddl_catches: b
     if cddl_catches:
         with pytest.raises(pycddl.ValidationError):
             SCHEMA.validate_cbor(blob)
+
+
+def test_kind_speeds_are_optional_on_the_wire_and_reach_the_planner() -> None:
+    """No kind table: the key is absent (records without one keep their old bytes); with one:
+    signed, verified and handed to the planner's PeerSpec and to `peers --json`."""
+    assert "gflops_by_kind" not in wire(make_record())
+    record = make_record(gflops_by_kind=KINDS)
+    assert wire(record)["gflops_by_kind"] == KINDS
+    assert dict(to_peer_spec(decode_verified(encode_signed(record, ALICE), now=NOW)).gflops_by_kind) == KINDS
+    assert to_json_dict(record)["gflops_by_kind"] == KINDS
+    with pytest.raises(RecordError) as err:
+        make_record(gflops_by_kind={"bottleneck": -1.0})
+    assert err.value.reason == "bad-schema" and "gflops_by_kind.bottleneck" in str(err.value)
 
 
 def test_rejects_bad_sig_length_and_bignum_seq() -> None:

@@ -13,6 +13,7 @@ from p2pinfer.core.speed import (
     ALL,
     SpeedParams,
     SpeedState,
+    effective_by_kind,
     effective_gflops,
     hop_deadline_s,
     is_overclaimed,
@@ -117,6 +118,8 @@ def test_json_roundtrip_and_bad_state():
     {"flops": 1, "measured_s": 1.0, "advertised_gflops": 0.0},
     {"flops": 1, "measured_s": 1.0, "advertised_gflops": 1.0, "flops_by_class": {"gpu": 1}},
     {"flops": 1, "measured_s": 1.0, "advertised_gflops": 1.0, "advertised_by_class": {"conv": -2.0}},
+    {"flops": 1, "measured_s": 1.0, "advertised_gflops": 1.0, "predicted_s": -1.0},
+    {"flops": 1, "measured_s": 1.0, "advertised_gflops": 1.0, "predicted_s": math.nan},
 ])
 def test_bad_observations_are_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -131,3 +134,22 @@ def test_hop_deadline_covers_jitter_up_to_the_slack():
         hop_deadline_s(1.0, slack=0.5)
     with pytest.raises(ValueError):
         SpeedParams(min_samples=6, window=5)
+
+
+def test_the_planners_prediction_replaces_the_class_sum_and_kind_speeds_follow_the_scalar():
+    """A peer advertises 100 GFLOP/s, but 20 for the layer kind of its span, and runs the span
+    as that kind table predicts: with the planner's prediction it is honest (effective speed
+    stays 100); judged by the class sum alone it would look 5x slow. A peer that runs half as
+    fast as its kind table says is planned at half its advertised kind speeds."""
+    flops, adv, kinds = 4 * GFLOP, 100.0, {"bert_layer": 20.0, "linear": 5.0}
+    predicted = flops / (kinds["bert_layer"] * 1e9)
+    honest = slow = by_class_only = SpeedState()
+    for _ in range(3):
+        honest = observe(honest, flops=flops, measured_s=predicted, advertised_gflops=adv, predicted_s=predicted)
+        by_class_only = observe(by_class_only, flops=flops, measured_s=predicted, advertised_gflops=adv)
+        slow = observe(slow, flops=flops, measured_s=2 * predicted, advertised_gflops=adv, predicted_s=predicted)
+    assert effective_gflops(honest, adv)[0] == pytest.approx(adv)
+    assert effective_gflops(by_class_only, adv)[0] == pytest.approx(20.0)
+    assert effective_by_kind(honest, adv, kinds) == pytest.approx(kinds)
+    assert effective_by_kind(slow, adv, kinds) == pytest.approx({k: v / 2 for k, v in kinds.items()})
+    assert observe(SpeedState(), flops=flops, measured_s=1.0, advertised_gflops=adv, predicted_s=0.0) == SpeedState()

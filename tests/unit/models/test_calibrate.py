@@ -12,6 +12,7 @@ import torch
 
 from p2pinfer.core.profile import COMPUTE_CLASSES
 from p2pinfer.models.calibrate import ComputeCalibration, benchmark, cache_key, measure_compute
+from p2pinfer.models.kind_workloads import KIND_INSTANCES
 
 BUDGET = 0.1
 
@@ -25,6 +26,7 @@ def test_benchmark_measures_every_class_and_restores_threads() -> None:
     main = [result.by_class[c] for c in ("linear", "conv", "attention")]
     assert min(main) <= result.gflops <= max(main)  # harmonic mean lies between
     assert result.by_class["other"] == result.gflops and not result.from_cache
+    assert set(result.by_kind) == set(KIND_INSTANCES) and all(0 < s < 1e6 for s in result.by_kind.values())
     with pytest.raises(ValueError):
         benchmark(threads=0)
 
@@ -60,7 +62,7 @@ def test_cache_is_written_and_reused(tmp_path: Path) -> None:
     start = time.perf_counter()
     again = measure_compute(threads=1, cache_path=path, budget_s=BUDGET)
     assert time.perf_counter() - start < 0.05
-    assert again == ComputeCalibration(first.gflops, first.by_class, 1, from_cache=True)
+    assert again == ComputeCalibration(first.gflops, first.by_class, 1, from_cache=True, by_kind=first.by_kind)
     assert not measure_compute(threads=1, cache_path=path, budget_s=BUDGET, force=True).from_cache
 
 

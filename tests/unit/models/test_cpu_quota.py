@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from p2pinfer.models import calibrate
+from p2pinfer.models.kind_workloads import KIND_INSTANCES
 from p2pinfer.models.cpu_quota import QuotaUnknown, cgroup_cpu_quota
 
 
@@ -60,20 +61,28 @@ def test_a_group_whose_quota_no_view_shows_is_unknown_not_unlimited(tmp_path: Pa
     assert cgroup_cpu_quota(proc_cgroup=cg, views=((tmp_path / "hidden", Path("/")), (mounts, Path("/")))) == pytest.approx(0.2)
 
 
+def _rates() -> dict[str, float]:
+    """Per-CPU-second rates as a calibration measures them: classes, and kinds under KIND_KEY
+    (the kind "linear", a batch-1 matrix-vector product, is much slower than the class)."""
+    kinds = {kind: 60.0 for kind in KIND_INSTANCES} | {"linear": 10.0}
+    return {"linear": 80.0, "conv": 70.0, "attention": 50.0} | {calibrate.KIND_KEY + k: v for k, v in kinds.items()}
+
+
 def test_calibration_falls_back_to_the_measured_share_when_the_quota_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     def unknown(threads: int) -> float:
         raise QuotaUnknown("cgroup /a is not the root and no quota file of it is readable")
     monkeypatch.setattr(calibrate, "usable_cores", unknown)
-    got = calibrate._scaled({"linear": 80.0, "conv": 70.0, "attention": 50.0}, 1, measured_share=0.19)
+    got = calibrate._scaled(_rates(), 1, measured_share=0.19)
     assert got.by_class["linear"] == pytest.approx(0.19 * 80.0)
+    assert got.by_kind["bottleneck"] == pytest.approx(0.19 * 60.0)
     with pytest.raises(QuotaUnknown):  # a cached calibration cannot be scaled: measured again
-        calibrate._scaled({"linear": 80.0, "conv": 70.0, "attention": 50.0}, 1)
+        calibrate._scaled(_rates(), 1)
 
 
 def test_calibration_scales_cpu_second_rates_by_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0.2-core quota advertises 0.2 x the per-CPU-second rate, however busy the host was."""
-    rates = {"linear": 80.0, "conv": 70.0, "attention": 50.0}
     monkeypatch.setattr(calibrate, "usable_cores", lambda threads: 0.2)
-    got = calibrate._scaled(rates, 1)
+    got = calibrate._scaled(_rates(), 1)
     assert got.by_class["linear"] == pytest.approx(16.0) and got.by_class["conv"] == pytest.approx(14.0)
+    assert got.by_kind["linear"] == pytest.approx(2.0) and got.by_kind["bottleneck"] == pytest.approx(12.0)
     assert got.gflops == pytest.approx(0.2 * 3 / (1 / 80 + 1 / 70 + 1 / 50)) and got.by_class["other"] == got.gflops

@@ -34,9 +34,19 @@ def test_every_layer_is_consistent(zoo_store: ModelStore) -> None:
             assert layer.weights_hash == (manifest.layers[layer.index].weights_hash or "")
 
 
+def _pooling_windows(kind: str, config: dict, acts: dict, out: dict) -> int:
+    """Window operations of a pooling layer (FlopCounterMode counts none): max_pool output
+    elements x kernel area, adaptive average pool input elements."""
+    if kind == "max_pool":
+        return out["x"].numel() * config["kernel"] ** 2
+    return acts["x"].numel() if kind == "avgpool_flatten" else 0
+
+
 def test_flops_equal_a_real_flop_counter_run(zoo_store: ModelStore, executor: SpanExecutor) -> None:
-    """The meta-device count equals FlopCounterMode around the real layers on real tensors."""
-    for name in ("mobilenetv2", "mlp"):
+    """The meta-device count equals FlopCounterMode around the real layers on real tensors, plus
+    the pooling layers' window operations."""
+    pooled = 0
+    for name in ("mobilenetv2", "mlp", "resnet50"):
         manifest = zoo.get_manifest(name, store=zoo_store)
         p = profiling.profile(manifest, zoo_store)
         acts = sample_input(manifest, zoo_store)
@@ -44,9 +54,13 @@ def test_flops_equal_a_real_flop_counter_run(zoo_store: ModelStore, executor: Sp
             counter = FlopCounterMode(display=False)
             with counter, torch.inference_mode():
                 out = executor.layer(manifest, index)(acts)
-            assert counter.get_total_flops() == p.layers[index].flops, f"{name} layer {index}"
+            spec = manifest.layers[index]
+            windows = _pooling_windows(spec.kind, dict(spec.config), acts, out)
+            pooled += windows > 0
+            assert counter.get_total_flops() + windows == p.layers[index].flops, f"{name} layer {index}"
             assert sum(t.numel() * t.element_size() for t in out.values()) == p.layers[index].out_bytes
             acts = out
+    assert pooled == 3  # mobilenetv2's average pool, resnet50's max pool and average pool
 
 
 def test_compute_classes_and_sizes(zoo_store: ModelStore) -> None:
