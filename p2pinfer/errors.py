@@ -89,6 +89,15 @@ class VerificationError(CircuitError):
         self.peer_id = peer_id
 
 
+class ChainsFailedError(CircuitError):
+    """Every chain of a replicated stream failed; `peer_ids`: the hops it found dead (connection
+    lost) or that were named at fault, which the single-chain fallback plans without."""
+
+    def __init__(self, peer_ids: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.peer_ids = tuple(peer_ids)
+
+
 class NoRouteError(CircuitError):
     """No route remains: the retries ran out or every usable peer is excluded."""
 

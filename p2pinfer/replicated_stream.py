@@ -6,7 +6,8 @@
 planner), and if that plan has several chains stream with `net.replicated_run.run_replicated`
 (pull-based dispatch, a failed chain's inputs re-dispatched to the others). A plan of one chain,
 or a run in which every chain failed, returns None: the caller's single-chain path (re-planning,
-failover, probes) runs as before, for the whole batch.
+failover, probes) runs as before, for the whole batch, without the hops the run found dead
+(`forget_peers`).
 
 With resilient hooks (p2pinfer.fault.LedgerHooks): results are spot-checked before they are
 accepted (p2pinfer/replicated_audit.py: the single-chain engine's audits, per chain; a convicted
@@ -19,6 +20,7 @@ chain's inputs go to the surviving chains instead) and its probes of a failed ch
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -84,7 +86,7 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
                                    on_result=(lambda n, _c: on_result(n)) if on_result else None, audit=audit)
     except (CircuitError, NetworkError) as exc:  # every chain failed: the single-chain path takes over
         log.warning("replicated stream failed (%s); falling back to one chain with failover", exc)
-        requester._records = None  # re-discover: the swarm has changed
+        forget_peers(requester, getattr(exc, "peer_ids", ()))
         return None
     if resilient:
         await trio.to_thread.run_sync(credit_hops, requester, manifest, run)
@@ -97,6 +99,21 @@ async def stream_replicated(requester: Any, manifest: Manifest, batch: Sequence[
         replicated=rplan, chains=run.chains, chain_of=run.chain_of, requester_cpu_s=run.requester_cpu_s)
     await requester.hooks.on_success(Attempt(1, manifest.model_id, first, snapshot, frozenset()), result)
     return result
+
+
+def forget_peers(requester: Any, dead: Sequence[str]) -> None:
+    """Before the single-chain fallback: drop the hops the failed run found dead or at fault
+    (ChainsFailedError.peer_ids) from the requester's cached records, kept fresh for its
+    snapshot_max_age_s. Re-discovering is not enough: the other peers still serve the dead
+    ones' records (for their TTL), and the fallback then spent one attempt of its
+    `max_attempts` per dead chain, failing with peers to spare when they ran out."""
+    cached = requester._records
+    if not dead or cached is None:
+        requester._records = None  # re-discover: the swarm has changed
+        return
+    log.info("the single-chain fallback plans without %s", ", ".join(dead))
+    gone = set(dead)
+    requester._records = (time.monotonic(), [r for r in cached[1] if r.peer_id not in gone])
 
 
 def chain_deadlines(requester: Any, rplan: ReplicatedPlan) -> list[float]:

@@ -7,8 +7,10 @@ inputs than a slow one whatever the predictions said. Outputs come back in input
 A chain that fails (refused or unreachable at setup; mid-stream an error frame, a lost stream or
 no result within the result timeout) is aborted, and its inputs in flight go back to the front of
 the queue for the surviving chains: the run completes as long as one chain survives, and raises
-CircuitError naming every chain's failure when none does. Every await has a deadline (setup and
-io timeouts of ClientConfig, `timeout_s` per result while inputs are in flight).
+ChainsFailedError (a CircuitError) naming every chain's failure when none does, with the hops
+known dead or at fault (so a fallback does not plan onto them again). Every await has a
+deadline (setup and io timeouts of ClientConfig, `timeout_s` per result while inputs are in
+flight).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan
 from p2pinfer.core.replicas import ReplicatedPlan
 from p2pinfer.errgroups import unwrapped
-from p2pinfer.errors import CircuitError, NetworkError, P2PInferError, VerificationError
+from p2pinfer.errors import (ChainsFailedError, CircuitError, HopFailedError, HopRefusedError, NetworkError,
+                              P2PInferError, VerificationError)
 from p2pinfer.models.manifest import Manifest
 from p2pinfer.net.circuit_client import Circuit, CircuitClient, HopTiming, hop_specs
 
@@ -153,6 +156,7 @@ class _Chain:
     traces: list[tuple[int, ...]] = field(default_factory=list)
     wake: trio.Event = field(default_factory=trio.Event)  # a send happened, or the queue changed
     started: float | None = None  # first send
+    at_fault: tuple[str, ...] = ()  # hops its failure named (see `_at_fault`)
 
     def poke(self) -> None:
         self.wake.set()
@@ -171,6 +175,7 @@ async def _open(client: CircuitClient, chain: _Chain, manifest: Manifest, peer_a
                                                   hops=hop_specs(chain.plan, manifest, peer_addrs))
     except P2PInferError as exc:  # this chain is out; the others go on
         chain.error = f"setup: {exc}"
+        chain.at_fault = _at_fault(exc)
         log.info("chain %d (%s) failed to set up: %s", chain.index, _names(chain.plan), exc)
     chain.setup_ms = (time.perf_counter() - started) * 1000
 
@@ -247,6 +252,7 @@ class _Feeder:
     def _failed(self, exc: P2PInferError) -> None:
         chain, queue = self.chain, self.queue
         chain.error = str(exc)
+        chain.at_fault = _at_fault(exc)
         if isinstance(exc, VerificationError):  # a proven-wrong hop: nothing it touched is kept
             recalled = queue.recall(chain.index)
             log.info("chain %d: %d earlier result(s) recalled for recomputation", chain.index, len(recalled))
@@ -271,6 +277,29 @@ async def _watch(circuit: Circuit, chain: _Chain, interval_s: float = 0.2) -> No
             raise NetworkError(f"lost the connection to hop(s) {', '.join(lost)} mid-stream")
 
 
+def _at_fault(exc: P2PInferError) -> tuple[str, ...]:
+    """The hops a chain's failure names, as the single-chain engine blames them without a probe
+    (failover.py): a hop that failed, was unreachable or missed its deadline, one that refused
+    (unless only busy), one proven wrong. An unnamed failure (a reset stream) names nobody."""
+    if isinstance(exc, HopFailedError):
+        return exc.peer_ids
+    if isinstance(exc, HopRefusedError) and exc.reason != "busy":
+        return (exc.peer_id,)
+    if isinstance(exc, VerificationError):
+        return (exc.peer_id,)
+    return ()
+
+
+def _dead_hops(client: CircuitClient, chains: Sequence[_Chain]) -> tuple[str, ...]:
+    """After every chain failed: the hops named at fault, and the hops of opened circuits we no
+    longer hold any connection to (dead: a chain that failed on a reset stream names nobody)."""
+    network = client.host.get_network()
+    named = {p for c in chains for p in c.at_fault}
+    gone = {h.peer_id for c in chains if c.circuit is not None for h in c.plan.hops
+            if not network.get_connections(ID.from_base58(h.peer_id))}
+    return tuple(sorted(named | gone))
+
+
 def _stats(chain: _Chain) -> ChainStats:
     def median_ms(i: int) -> float:
         values = [t[i] for t in chain.traces if len(t) > i]
@@ -293,8 +322,8 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     one per chain; None: ClientConfig.result_timeout_s); `on_result(done_count, chain_index)`
     after each result; `audit(chain_index, circuit, result,
     input_index)` before a result is accepted (spot checks: p2pinfer/replicated_audit.py; a
-    VerificationError from it also recalls every result its chain delivered). Raises CircuitError
-    when no chain is left with inputs still unanswered."""
+    VerificationError from it also recalls every result its chain delivered). Raises
+    ChainsFailedError when no chain is left with inputs still unanswered."""
     timeouts = list(timeout_s) if isinstance(timeout_s, Sequence) else [timeout_s] * len(plan.chains)
     if not inputs or not plan.chains or (window is not None and window < 1) or len(timeouts) != len(plan.chains):
         raise CircuitError("run_replicated needs at least one input, one chain, window >= 1 and one timeout per chain")
@@ -313,8 +342,9 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
             nursery.start_soon(_serve_until_last, chain, live, queue, inputs, timeouts[chain.index], on_result, audit)
     cpu_s = time.process_time() - cpu0
     if len(queue.results) < len(inputs):
-        raise CircuitError(f"{len(inputs) - len(queue.results)} of {len(inputs)} input(s) without a result: every chain "
-                           f"failed (" + "; ".join(f"chain {c.index} {_names(c.plan)}: {c.error}" for c in chains) + ")")
+        raise ChainsFailedError(_dead_hops(client, chains), f"{len(inputs) - len(queue.results)} of {len(inputs)} input(s) "
+                                "without a result: every chain failed ("
+                                + "; ".join(f"chain {c.index} {_names(c.plan)}: {c.error}" for c in chains) + ")")
     order = range(len(inputs))
     return ReplicatedRun(tuple(queue.results[i][0].act for i in order), tuple(queue.results[i][1] * 1000 for i in order),
                          tuple(queue.results[i][2] for i in order), tuple(_stats(c) for c in chains), setup_ms,
