@@ -12,8 +12,10 @@ what one FLOP of the kind is.
 
 Instances were picked so that their rate is that of the whole zoo's layers of the kind (FLOP-
 weighted, measured here): conv_bn_act 256 channels at 28x28 (VGG-16's own 3x3 convs span
-84-92 GFLOP/s); a stage-1 and a stage-3 bottleneck (stages run at 53-78: the pair averages what
-ResNet-50's sixteen blocks do); the 4096 -> 4096 classifier layer of VGG-16; its third pool;
+84-92 GFLOP/s); one bottleneck of each of ResNet-50's stages 2-4 (together ~65 GFLOP/s, as the
+model's sixteen blocks in a model run; stage 1's block, timed alone, flips between ~6.5 and
+~13 ms a call: its 3 MB activations make glibc return and re-fault its heap on every call, which
+a run of the whole model does not, so it would misstate the kind); the 4096 -> 4096 classifier layer of VGG-16; its third pool;
 one MiniLM encoder layer (128 tokens); one MobileNetV2 inverted residual block.
 Kinds without an entry (embeddings, pooling heads, flatten) take microseconds and keep the class
 speeds.
@@ -48,8 +50,8 @@ _TOKENS = {"hidden": ((1, 128, 384), torch.float32), "attention_mask": ((1, 128)
 KIND_INSTANCES: Mapping[str, tuple[KindInstance, ...]] = {
     "conv_bn_act": (KindInstance("conv_bn_act", dict(in_ch=256, out_ch=256, kernel=3, stride=1, padding=1, groups=1,
                                                      bn=False, act="relu"), _image(256, 28)),),
-    "bottleneck": (KindInstance("bottleneck", dict(in_ch=256, mid_ch=64, out_ch=256, stride=1), _image(256, 56)),
-                   KindInstance("bottleneck", dict(in_ch=1024, mid_ch=256, out_ch=1024, stride=1), _image(1024, 14))),
+    "bottleneck": tuple(KindInstance("bottleneck", dict(in_ch=4 * mid, mid_ch=mid, out_ch=4 * mid, stride=1), _image(4 * mid, size))
+                        for mid, size in ((128, 28), (256, 14), (512, 7))),
     "linear": (KindInstance("linear", dict(in_features=4096, out_features=4096, act="relu"),
                             {"x": ((1, 4096), torch.float32)}),),
     "max_pool": (KindInstance("max_pool", dict(kernel=2, stride=2, padding=0), _image(256, 56)),),

@@ -27,7 +27,7 @@ def test_every_instance_is_a_registry_kind_with_its_textbook_flop_count() -> Non
     multiply-add, one per pooling window element; so a kind speed is in the profiles' units."""
     expected = {
         "conv_bn_act": 2 * 256 * 256 * 9 * 28 * 28,
-        "bottleneck": 2 * 56 * 56 * (256 * 64 + 64 * 64 * 9 + 64 * 256) + 2 * 14 * 14 * (1024 * 256 + 256 * 256 * 9 + 256 * 1024),
+        "bottleneck": sum(2 * size * size * (4 * mid * mid * 2 + mid * mid * 9) for mid, size in ((128, 28), (256, 14), (512, 7))),
         "linear": 2 * 4096 * 4096,
         "max_pool": 256 * 28 * 28 * 2 * 2,
     }
