@@ -144,3 +144,25 @@ async def test_frames_cross_real_hosts_intact_in_large_yamux_frames():
     # ... and far fewer frames than stock 64 KiB frames would need (> 160 for these 10 MiB)
     stock_frames = sum(-(-(size + 4) // (STOCK_MAX_FRAME - yamux.HEADER_SIZE)) for size in sizes)
     assert len(data_frames) < stock_frames // 3, data_frames
+
+
+async def test_noise_message_bodies_are_read_with_a_low_water_mark(monkeypatch):
+    """Patch 5 on a real connection: every Noise message body longer than 4 KiB is awaited with
+    SO_RCVLOWAT set to what it still owes (never above 64 KiB, never above the rest of the
+    message: the read cannot wait for bytes that will not come), reset to 1 after; the frames
+    arrive intact."""
+    marks: list[int] = []
+    real = transport_tuning._set_rcvlowat
+
+    def recording(sock, nbytes: int) -> None:
+        marks.append(nbytes)
+        real(sock, nbytes)
+
+    monkeypatch.setattr(transport_tuning, "_set_rcvlowat", recording)
+    sizes = [300_000, 70_000, 5]
+    got, _, _ = await _exchange(sizes)
+    assert got == [bytes([i]) * size for i, size in enumerate(sizes)]
+    waits = [m for m in marks if m != 1]
+    assert len(waits) >= 6 and max(waits) == 65535 <= transport_tuning.RCVLOWAT_CAP  # 370 kB: >= 6 full Noise messages
+    assert any(m < transport_tuning.RCVLOWAT_CAP for m in waits)  # the short last message of a frame
+    assert marks.count(1) >= len(waits) // 2 and marks[-1] == 1  # every message body ends with the mark reset
