@@ -115,14 +115,18 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
     out += ["", "Known causes of the misses (measured and explained in docs/testbed.md, \"What we found\"): on the "
             "issue's IoT links a single resnet50 chain is link-bound (0.4-3.2 MB fp32 activations over 20 Mbit/s; the "
             "single-chain planner's plan is proven optimal under the cost model, see the last table for the links it would "
-            "need), which the replicated planner sidesteps by serving disjoint chains at once (docs/cost-model.md); inside a stream a hop's "
-            "compute shares its CPU quota (and the GIL) with frame handling and the event loop, which the cost model has "
-            "no term for (minilm's spans compute ~1.4x slower in a stream than alone; resnet50's ~1.05x); one conv rate "
-            "cannot fit both conv families (per CPU-second a ResNet bottleneck runs ~0.7x a VGG conv layer: the "
-            "calibration's conv kernel mixes both); and a busy host gives the cgroups less than their quota during the runs. "
-            "Fixed since the first runs: hops now pipeline read, compute and forward (they serialised compute with "
-            "sending), and nodes calibrate in CPU seconds x their quota (wall time under-read the quota when 8 nodes "
-            "calibrated at once).",
+            "need), which the replicated planner sidesteps by serving disjoint chains at once (docs/cost-model.md); inside "
+            "a CPU quota a node's start-up calibration varies from one process to the next (the 0.4-core class advertised "
+            "0.27-0.38 of a full core over three runs while its spans ran at a steady ~0.32 to 0.35: what cgroup "
+            "throttling's cold caches cost differs per process), so a plan's prediction moves with its nodes' start-up "
+            "measurement; and a hop that is a stream's bottleneck spends part of its quota on frame handling and the event "
+            "loop, which the cost model has no term for (worst on 0.1-0.2-core nodes with small spans: two MiniLM layers "
+            "on a 0.2-core node took ~125 ms per input in a stream against 73 predicted). "
+            "Fixed since the first runs: hops pipeline read, compute and forward; nodes calibrate in CPU seconds x their "
+            "quota; a per-layer-kind speed table replaced one rate per class (each model's efficiency against the "
+            "calibration, table above, was 1.18 / 1.43 / 0.81 for resnet50 / vgg16 / minilm with the class rates); "
+            "pooling layers count their window operations; and a node receives with a socket low-water mark "
+            "(net/transport_tuning.py patch 5: 1 MiB over 20 Mbit/s cost ~50 ms of CPU in 720 wake-ups, now ~4 ms).",
             "", "![throughput](img/testbed_throughput.png)", "", "![prediction](img/testbed_prediction.png)", ""]
     for res in results:
         if res.get("error") or res.get("errors"):
@@ -165,12 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="ci-quick cluster, minilm, short streams; docs untouched")
     parser.add_argument("--out", type=Path, help="also write the raw results as JSON here")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and the plots")
+    parser.add_argument("--from-json", type=Path, metavar="PATH",
+                        help="re-render docs/benchmarks.md and the plots from a saved --out file (same other flags) without running")
     parser.add_argument("--send-buffer", type=int, metavar="BYTES",
                         help="diagnostic: fixed TCP send buffer in every namespace (a hop's send then returns at once)")
     args = parser.parse_args(argv)
     if args.quick:
         args.clusters, args.models, args.frames, args.reps, args.no_docs = ["ci-quick"], ["minilm"], 8, 2, True
     store = store_for(None)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results, sweep = saved["results"], saved.get("sweep", [])
+        return publish(section(results, sweep, args, sum(r.get("wall_s", 0.0) for r in results)), results, args)
     started = time.monotonic()
     results = []
     for name in args.clusters:
@@ -192,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     sweep = link_sweep(iot8, store, "resnet50", {"up": 200, "down": 200, "lat": 2}) if iot8 else []
     if args.out:
         args.out.write_text(json.dumps({"results": results, "sweep": sweep}, indent=1))
-    text = section(results, sweep, args, wall)
+    return publish(section(results, sweep, args, wall), results, args)
+
+
+def publish(text: str, results: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """Print the section; unless --no-docs, write it to docs/benchmarks.md with its plots."""
     print(text)
     if not args.no_docs:
         IMG.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,10 @@ These patches leave the wire protocol untouched (any yamux / Noise peer interope
    caller's cancellation takes effect right after the frame, and a frame still not written after
    `FRAME_WRITE_DEADLINE_S` closes the connection explicitly (its byte stream is unusable).
 
-5. `BaseMsgReadWriter.read_msg` (the Noise transport's length-prefixed message read): while the
-   body of a message of known length is awaited from a TCP socket, SO_RCVLOWAT is set to the
-   bytes still missing (at most 64 KiB), so the kernel wakes the reader once per ~32-64 KiB
-   instead of once per 1.4 KiB TCP segment. On a 20 Mbit/s tbf link, receiving 1 MiB with trio
+5. `BaseMsgReadWriter.read_msg` (the Noise transport's length-prefixed message read): when the
+   first read of a message body from a TCP socket comes back short (the message trickles in),
+   SO_RCVLOWAT is set to the bytes still missing (at most 64 KiB) until it is complete, so the
+   kernel wakes the reader once per ~32-64 KiB instead of once per 1.4 KiB TCP segment. On a 20 Mbit/s tbf link, receiving 1 MiB with trio
    took 720 reads and ~50 ms of CPU; with the low-water mark, 31 reads and ~4 ms, at the same
    wall time (the link is the limit). On the IoT testbed's 0.2-core nodes those 50 ms/MiB were
    250 ms of quota per MiB received: a hop receiving while it computed ran 1.5-2x slower than
@@ -139,14 +139,16 @@ def _set_rcvlowat(sock: Any, nbytes: int) -> None:
 async def _read_msg_coalesced(self: _msgio.BaseMsgReadWriter) -> bytes:
     """BaseMsgReadWriter.read_msg that lets the kernel gather a message body before waking us (patch 5)."""
     length = await self.next_msg_len()
-    sock = _tcp_socket(self.read_write_closer)
-    if sock is None or length <= 4096:
-        return await _read_exactly(self.read_write_closer, length)
-    parts, received = [], 0
+    conn = self.read_write_closer
+    sock = _tcp_socket(conn)
+    first = await conn.read(length)  # a fast link (loopback) delivers the whole message here: no syscalls added
+    if len(first) >= length or sock is None or not first:
+        return first if len(first) >= length else first + await _read_exactly(conn, length - len(first))
+    parts, received = [first], len(first)
     try:
-        while received < length:
+        while received < length:  # the message trickles in: let the kernel gather it
             _set_rcvlowat(sock, min(length - received, RCVLOWAT_CAP))
-            chunk = await self.read_write_closer.read(length - received)
+            chunk = await conn.read(length - received)
             if not chunk:
                 raise IncompleteReadError(f"Connection closed during read operation: expected {length} bytes but "
                                           f"received {received} bytes", expected_bytes=length, received_bytes=received)
@@ -154,7 +156,7 @@ async def _read_msg_coalesced(self: _msgio.BaseMsgReadWriter) -> bytes:
             received += len(chunk)
     finally:
         _set_rcvlowat(sock, 1)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return b"".join(parts)
 
 
 _STOCK_WRITE_FRAME = _yamux.Yamux._write_frame

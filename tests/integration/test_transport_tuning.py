@@ -12,7 +12,10 @@ import trio
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.security.noise.io import NoisePacketReadWriter
 from libp2p.security.secure_session import SecureSession
+from libp2p.transport.tcp.tcp import TrioTCPStream
 from multiaddr import Multiaddr
 
 from p2pinfer.crypto.identity import Identity
@@ -146,23 +149,76 @@ async def test_frames_cross_real_hosts_intact_in_large_yamux_frames():
     assert len(data_frames) < stock_frames // 3, data_frames
 
 
-async def test_noise_message_bodies_are_read_with_a_low_water_mark(monkeypatch):
-    """Patch 5 on a real connection: every Noise message body longer than 4 KiB is awaited with
-    SO_RCVLOWAT set to what it still owes (never above 64 KiB, never above the rest of the
-    message: the read cannot wait for bytes that will not come), reset to 1 after; the frames
-    arrive intact."""
+async def _tcp_pair():
+    """A connected pair of real loopback TCP sockets: (py-libp2p raw connection, trio stream)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    return RawConnection(TrioTCPStream(server), initiator=False), client
+
+
+async def test_a_trickling_message_body_is_gathered_by_the_kernel(monkeypatch):
+    """Patch 5 on a real TCP socket: a Noise-framed message whose body arrives in pieces is read
+    whole; after the short first read the low-water mark is what the message still owes (never
+    above 64 KiB, never above the rest: the read cannot wait for bytes that will not come), and
+    it is reset to 1 after. A message read whole at once sets no mark."""
     marks: list[int] = []
+    first_wait = trio.Event()
     real = transport_tuning._set_rcvlowat
 
     def recording(sock, nbytes: int) -> None:
         marks.append(nbytes)
+        first_wait.set()
         real(sock, nbytes)
 
     monkeypatch.setattr(transport_tuning, "_set_rcvlowat", recording)
-    sizes = [300_000, 70_000, 5]
-    got, _, _ = await _exchange(sizes)
-    assert got == [bytes([i]) * size for i, size in enumerate(sizes)]
-    waits = [m for m in marks if m != 1]
-    assert len(waits) >= 6 and max(waits) == 65535 <= transport_tuning.RCVLOWAT_CAP  # 370 kB: >= 6 full Noise messages
-    assert any(m < transport_tuning.RCVLOWAT_CAP for m in waits)  # the short last message of a frame
-    assert marks.count(1) >= len(waits) // 2 and marks[-1] == 1  # every message body ends with the mark reset
+    conn, peer = await _tcp_pair()
+    reader = NoisePacketReadWriter(conn)
+    body = bytes(range(256)) * 234  # 59904 bytes
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def read() -> None:
+            got.append(await reader.read_msg())
+        nursery.start_soon(read)
+        with trio.fail_after(10):
+            await peer.send_all(struct.pack(">H", len(body)) + body[:1000])
+            await first_wait.wait()  # the reader came back short and set the mark
+            await peer.send_all(body[1000:30000])
+            await peer.send_all(body[30000:])
+    assert got == [body]
+    assert marks[0] == len(body) - 1000 and marks[-1] == 1 and all(1 <= m <= transport_tuning.RCVLOWAT_CAP for m in marks)
+    marks.clear()
+    with trio.fail_after(10):
+        await peer.send_all(struct.pack(">H", 5000) + body[:5000])
+        assert await reader.read_msg() == body[:5000]
+    assert marks == []  # arrived whole: no syscalls added
+    await peer.aclose()
+    with trio.fail_after(10), pytest.raises(IncompleteReadError):
+        await reader.read_msg()
+    await conn.close()
+
+
+async def test_a_connection_closed_mid_message_is_reported_and_the_mark_reset(monkeypatch):
+    marks: list[int] = []
+    waiting = trio.Event()
+
+    def recording(sock, nbytes: int) -> None:
+        marks.append(nbytes)
+        waiting.set()
+
+    monkeypatch.setattr(transport_tuning, "_set_rcvlowat", recording)
+    conn, peer = await _tcp_pair()
+    reader = NoisePacketReadWriter(conn)
+    await peer.send_all(struct.pack(">H", 50000) + b"x" * 2000)
+    async with trio.open_nursery() as nursery:
+        async def close_after_first_mark() -> None:
+            with trio.fail_after(10):
+                await waiting.wait()
+            await peer.aclose()
+        nursery.start_soon(close_after_first_mark)
+        with trio.fail_after(10), pytest.raises(IncompleteReadError, match="expected 50000 bytes but received 2000"):
+            await reader.read_msg()
+    assert marks == [48000, 1]
+    await conn.close()
