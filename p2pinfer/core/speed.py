@@ -17,8 +17,9 @@ Rules:
    among three samples does not move it), used once the window holds >= min_samples samples.
 3. Effective speed (what the planner uses) = min(measured, max_efficiency * advertised now);
    a class without its own samples, and every layer-kind speed, is scaled by the scalar's
-   effective/advertised ratio; with no samples at all the advertisement is used. With max_efficiency = 1 a peer is never planned
-   faster than it claims (the claim is a ceiling the peer commits to).
+   effective/advertised ratio; with no samples at all the advertisement is used. With
+   max_efficiency = 1 a peer is never planned faster than it claims (the claim is a ceiling the
+   peer commits to).
 4. Over-claim: flagged when the measured scalar speed (>= min_samples samples) is below
    advertised / overclaim_factor. The flag only lowers reputation mildly (core/reputation.py
    rule 1, bounded by its rule 6) and never excludes: the defence against over-claiming is that
