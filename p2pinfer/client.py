@@ -34,7 +34,7 @@ from multiaddr import Multiaddr
 
 from p2pinfer.config import DEFAULT_LINK
 from p2pinfer.core import planner
-from p2pinfer.core.plan import OBJECTIVES, Plan, PlannerOptions
+from p2pinfer.core.plan import OBJECTIVES, Plan, PlannerOptions, pipeline_window
 from p2pinfer.core.records import CapabilityRecord, to_peer_spec
 from p2pinfer.core.replicas import ReplicaOptions
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
@@ -80,7 +80,7 @@ class RequesterConfig:
     snapshot_max_age_s: float = 5.0
     planner: PlannerOptions = PlannerOptions()
     circuit: ClientConfig = ClientConfig()
-    max_in_flight: int = 8
+    max_in_flight: int | None = None  # None: each stream's plan decides (core.plan.pipeline_window)
     max_attempts: int = 3
     # throughput streams over several disjoint chains (core/replicas.py); max_chains=1: one chain
     replicas: ReplicaOptions = ReplicaOptions(max_chains=1)
@@ -89,7 +89,7 @@ class RequesterConfig:
     def __post_init__(self) -> None:
         if not (self.discovery_timeout_s > 0 and self.snapshot_max_age_s >= 0 and self.drain_timeout_s >= 0):
             raise ConfigError("requester: discovery_timeout_s must be > 0, snapshot_max_age_s and drain_timeout_s >= 0")
-        if self.max_in_flight < 1 or self.max_attempts < 1:
+        if (self.max_in_flight is not None and self.max_in_flight < 1) or self.max_attempts < 1:
             raise ConfigError("requester: max_in_flight and max_attempts must be >= 1")
         for addr in self.listen or ():
             parse_multiaddr(addr, what="requester listen multiaddr")
@@ -204,7 +204,8 @@ class Requester(ServiceContext):
 
     async def infer_stream(self, model: str, inputs: Sequence[Input], *, objective: str = "throughput",
                            on_result: Callable[[int], None] | None = None) -> StreamResult:
-        """Many inputs pipelined through one circuit (at most `max_in_flight` unanswered);
+        """Many inputs pipelined through one circuit (at most `config.max_in_flight` unanswered; by
+        default as many as the plan needs to keep every stage busy, core.plan.pipeline_window);
         `on_result(done_count)` after each result (progress bars). With objective "throughput"
         and `config.replicas.max_chains` != 1, over several disjoint chains at once when the
         replicated planner finds more than one (a `ReplicatedStreamResult`; p2pinfer/replicated_stream.py)."""
@@ -234,7 +235,7 @@ class Requester(ServiceContext):
             try:
                 with unwrapped():
                     run = await run_plan(self.client, plan=plan, manifest=manifest, inputs=batch, peer_addrs=addrs,
-                                         max_in_flight=self.config.max_in_flight,
+                                         max_in_flight=self.config.max_in_flight or pipeline_window(plan),
                                          on_result=(lambda n, _r: on_result(n)) if on_result else None)
             except RETRYABLE as exc:
                 excluded |= await self._after_failure(attempt, exc)

@@ -31,7 +31,7 @@ from p2pinfer.client import Requester, RequesterConfig, RequesterHooks, Retry
 from p2pinfer.core import planner
 from p2pinfer.core.baselines import baseline_plans, even_split_k
 from p2pinfer.core.costs import build_costs
-from p2pinfer.core.plan import Plan, PlannerOptions
+from p2pinfer.core.plan import Plan, PlannerOptions, pipeline_window
 from p2pinfer.core.replicas import ReplicaOptions, ReplicatedPlan, plan_replicated
 from p2pinfer.core.snapshot import RequesterSpec, SwarmSnapshot
 from p2pinfer.emulation import UplinkShaper
@@ -45,7 +45,6 @@ from p2pinfer.net.replicated_run import run_replicated
 OPTIONS = PlannerOptions(amortize_requests=None)  # the nodes hold the weights (benchmarks/testbed_bench/swarm.py)
 METHODS = ("planner", "single-peer", "even-split", "memory-proportional", "greedy-fastest", "replicated")
 REPLICAS = ReplicaOptions(exact_peers=8)  # the replicated planner: disjoint chains at once (core/replicas.py)
-WINDOW = 4  # inputs in flight in a stream
 
 
 def say(text: str) -> None:
@@ -78,7 +77,7 @@ def steady_throughput(done_at: list[float]) -> float:
 async def measure_stream(req: Requester, manifest: Any, plan: Plan, acts: Any, addrs: Any, frames: int) -> dict[str, Any]:
     done_at: list[float] = []
     run = await run_plan(req.client, plan=plan, manifest=manifest, inputs=[acts] * frames, peer_addrs=addrs,
-                         max_in_flight=WINDOW, on_result=lambda _n, _r: done_at.append(time.perf_counter()))
+                         max_in_flight=pipeline_window(plan), on_result=lambda _n, _r: done_at.append(time.perf_counter()))
     return {"throughput_rps": steady_throughput(done_at), "setup_ms": run.setup_ms, "wall_s": run.wall_s,
             "stream_latency_ms": statistics.median(run.latency_ms),
             "hops": [{"peer": h.peer_id, "layers": [h.start, h.stop], "predicted_compute_ms": h.predicted_compute_ms,

@@ -28,7 +28,7 @@ from libp2p.peer.id import ID
 
 from p2pinfer.core.circuit import Result
 from p2pinfer.core.codec import Activation
-from p2pinfer.core.plan import Plan
+from p2pinfer.core.plan import Plan, pipeline_window
 from p2pinfer.core.replicas import ReplicatedPlan
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.errors import (ChainsFailedError, CircuitError, HopFailedError, HopRefusedError, NetworkError,
@@ -317,7 +317,7 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
                          window: int | None = None, timeout_s: float | Sequence[float] | None = None,
                          on_result: Callable[[int, int], None] | None = None, audit: Audit | None = None) -> ReplicatedRun:
     """Stream `inputs` over every chain of `plan` (module docstring). `window`: inputs in flight
-    per chain (default: its hop count + 1, enough to keep every stage and link busy);
+    per chain (default: `core.plan.pipeline_window` of the chain, enough to keep every stage and link busy);
     `timeout_s`: how long a chain with inputs in flight may go without a result (one value, or
     one per chain; None: ClientConfig.result_timeout_s); `on_result(done_count, chain_index)`
     after each result; `audit(chain_index, circuit, result,
@@ -328,7 +328,7 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     if not inputs or not plan.chains or (window is not None and window < 1) or len(timeouts) != len(plan.chains):
         raise CircuitError("run_replicated needs at least one input, one chain, window >= 1 and one timeout per chain")
     t0 = time.perf_counter()
-    chains = [_Chain(i, p, window or len(p.hops) + 1) for i, p in enumerate(plan.chains)]
+    chains = [_Chain(i, p, window or pipeline_window(p)) for i, p in enumerate(plan.chains)]
     async with trio.open_nursery() as nursery:
         for chain in chains:
             nursery.start_soon(_open, client, chain, manifest, peer_addrs)

@@ -50,10 +50,13 @@ async def test_every_chain_failing_falls_back_to_one_chain_and_delivers_every_re
         assert any("replicated stream of 12 input(s) over 3 chains" in m for m in messages)
         assert any("replicated stream failed" in m and "every chain failed" in m for m in messages)
         forgotten = [m for m in messages if m.startswith("the single-chain fallback plans without")]
-        assert len(forgotten) == 1 and all(p in forgotten[0] for p in fast) and spare not in forgotten[0]
-        # the single-chain path answered, on its first attempt, over the surviving peer
+        assert len(forgotten) == 1 and spare not in forgotten[0]
+        left_out = {p for p in fast if p in forgotten[0]}
+        assert left_out  # spotting the dead is best-effort (a connection may not have closed yet) ...
+        # ... and each dead peer left out saves the single-chain path one attempt: with all three
+        # left out it answers on its first attempt, over the surviving peer
         assert type(result) is StreamResult and not isinstance(result, ReplicatedStreamResult)
-        assert [h.peer_id for h in result.plan.hops] == [spare] and result.attempts == 1
+        assert [h.peer_id for h in result.plan.hops] == [spare] and result.attempts <= 1 + len(fast - left_out)
         assert progress[-12:] == list(range(1, 13))  # it computed the whole batch itself
         assert len(result.outputs) == 12 and max_error(result.outputs, reference(requester.store, xs)) <= 1e-5
         view = hooks.ledger.peer(spare, hooks.clock())

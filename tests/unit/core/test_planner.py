@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
-from p2pinfer.core.plan import PlannerOptions
+from p2pinfer.core.plan import MAX_PIPELINE_WINDOW, Plan, PlannerOptions, pipeline_window
 from p2pinfer.core.planner import plan
 from p2pinfer.core.profile import LayerProfile, ModelProfile
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
@@ -177,3 +178,16 @@ def test_large_instance_gives_valid_plan_with_bound() -> None:
         assert all(a.stop == b.start for a, b in zip(p.hops, p.hops[1:]))
         assert len({h.peer_id for h in p.hops}) == len(p.hops)
         assert 0 < p.lower_bound <= p.value * (1 + 1e-9)
+
+
+def test_pipeline_window_keeps_every_stage_busy() -> None:
+    """Little's law on the plan's own numbers: latency / bottleneck inputs in flight, plus one."""
+    def with_times(latency_s: float, bottleneck_s: float) -> Plan:
+        return Plan("throughput", (), 0.0, latency_s, bottleneck_s)
+
+    assert pipeline_window(with_times(4.5, 0.68)) == 8  # the testbed's 4-hop VGG-16 split: 4 starved it
+    assert pipeline_window(with_times(0.4, 0.4)) == 2  # one stage: one computing, one arriving
+    assert pipeline_window(with_times(1e6, 1.0)) == MAX_PIPELINE_WINDOW
+    assert pipeline_window(with_times(1.0, 0.0)) == 2 and pipeline_window(with_times(float("inf"), 1.0)) == 2
+    p = plan(chain([1, 1, 1, 1]), snap(peer("a"), peer("b")), objective="throughput", options=NO_FETCH)
+    assert pipeline_window(p) == max(2, math.ceil(p.predicted_latency_s / p.bottleneck_s) + 1)
