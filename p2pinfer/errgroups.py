@@ -28,6 +28,14 @@ def sole_error(group: BaseExceptionGroup) -> BaseException | None:
     return real[0] if len(real) == 1 else None
 
 
+def first_of_kind(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    """The first error inside `group` if every non-cancellation error in it is a `kind` (several
+    tasks of one job failing together, e.g. a dead peer seen by its watcher and its sender at
+    once), else None."""
+    real = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+    return real[0] if real and all(isinstance(e, kind) for e in real) else None
+
+
 @contextmanager
 def unwrapped() -> Iterator[None]:
     """Re-raise a group holding exactly one real error as that error."""

@@ -30,7 +30,7 @@ from p2pinfer.core.circuit import Result
 from p2pinfer.core.codec import Activation
 from p2pinfer.core.plan import Plan, pipeline_window
 from p2pinfer.core.replicas import ReplicatedPlan
-from p2pinfer.errgroups import unwrapped
+from p2pinfer.errgroups import first_of_kind, unwrapped
 from p2pinfer.errors import (ChainsFailedError, CircuitError, HopFailedError, HopRefusedError, NetworkError,
                               P2PInferError, VerificationError)
 from p2pinfer.models.manifest import Manifest
@@ -233,12 +233,18 @@ class _Feeder:
     async def run(self) -> None:
         self.queue.listeners.append(self.chain.poke)
         try:
-            with unwrapped():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.sender)
-                    nursery.start_soon(_watch, self.circuit, self.chain)
-                    await self.receiver()
-                    nursery.cancel_scope.cancel()
+            try:
+                with unwrapped():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self.sender)
+                        nursery.start_soon(_watch, self.circuit, self.chain)
+                        await self.receiver()
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # e.g. the watcher and the sender saw a dead hop at once
+                first = first_of_kind(group, P2PInferError)
+                if first is None:
+                    raise
+                raise first from None
         except P2PInferError as exc:  # task boundary of one chain: the others go on
             self._failed(exc)
             with trio.CancelScope(shield=True):
