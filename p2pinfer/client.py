@@ -86,6 +86,11 @@ class RequesterConfig:
     replicas: ReplicaOptions = ReplicaOptions(max_chains=1)
     drain_timeout_s: float = 5.0  # on exit, how long background work (receipts) may still run
 
+    def stream_window(self, plan: Plan) -> int:
+        """Inputs a stream over `plan` keeps in flight: `max_in_flight` if set, else what the
+        plan needs to keep every stage busy (core.plan.pipeline_window)."""
+        return self.max_in_flight or pipeline_window(plan)
+
     def __post_init__(self) -> None:
         if not (self.discovery_timeout_s > 0 and self.snapshot_max_age_s >= 0 and self.drain_timeout_s >= 0):
             raise ConfigError("requester: discovery_timeout_s must be > 0, snapshot_max_age_s and drain_timeout_s >= 0")
@@ -235,7 +240,7 @@ class Requester(ServiceContext):
             try:
                 with unwrapped():
                     run = await run_plan(self.client, plan=plan, manifest=manifest, inputs=batch, peer_addrs=addrs,
-                                         max_in_flight=self.config.max_in_flight or pipeline_window(plan),
+                                         max_in_flight=self.config.stream_window(plan),
                                          on_result=(lambda n, _r: on_result(n)) if on_result else None)
             except RETRYABLE as exc:
                 excluded |= await self._after_failure(attempt, exc)

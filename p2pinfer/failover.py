@@ -54,7 +54,7 @@ from libp2p.peer.id import ID
 from p2pinfer.audits import Leg, audit, flat, structure  # noqa: F401 (flat: probe.py and tests import it from here)
 from p2pinfer.core.circuit import HopSpec, Result
 from p2pinfer.core.codec import Activation
-from p2pinfer.core.plan import Plan, pipeline_window
+from p2pinfer.core.plan import Plan
 from p2pinfer.core.reputation import EventKind
 from p2pinfer.core.snapshot import SwarmSnapshot
 from p2pinfer.errgroups import unwrapped
@@ -217,7 +217,7 @@ class ResilientRun:
 
     async def _pump(self, circuit: Any, specs: list[HopSpec], todo: list[int], deadline: float, work: HopWork,
                     number: int, outstanding: dict[int, tuple[int, float, tuple[int, ...]]]) -> None:
-        window = trio.Semaphore(self.rq.config.max_in_flight or pipeline_window(self.plan))
+        window = trio.Semaphore(self.rq.config.stream_window(self.plan))
         state = {"sent_all": False, "wake": trio.Event()}
 
         async def sender() -> None:

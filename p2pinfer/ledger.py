@@ -407,7 +407,7 @@ class Ledger:
             return replace(spec, reputation=self.params.initial_reputation)
         row = self._row_from(rows[0])
         gflops, by_class = speedmod.effective_gflops(row.speed, spec.gflops, spec.gflops_by_class, self.speed_params)
-        by_kind = speedmod.effective_by_kind(row.speed, spec.gflops, spec.gflops_by_kind, self.speed_params)
+        by_kind = speedmod.effective_by_kind(spec.gflops, gflops, spec.gflops_by_kind)
         return replace(spec, gflops=gflops, gflops_by_class=by_class, gflops_by_kind=by_kind,
                        reputation=rules.planner_reputation(row.state, now, self.params))
 

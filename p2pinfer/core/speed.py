@@ -176,16 +176,11 @@ def effective_gflops(
     return scalar, by_class
 
 
-def effective_by_kind(
-    state: SpeedState,
-    advertised_gflops: float,
-    advertised_by_kind: Mapping[str, float],
-    params: SpeedParams = SpeedParams(),
-) -> dict[str, float]:
-    """Per-layer-kind GFLOP/s the planner should use (rule 3): the advertised kind speeds
-    scaled by the scalar's effective / advertised ratio."""
-    scalar, _ = effective_gflops(state, advertised_gflops, None, params)
-    ratio = scalar / advertised_gflops
+def effective_by_kind(advertised_gflops: float, effective_scalar: float,
+                      advertised_by_kind: Mapping[str, float]) -> dict[str, float]:
+    """Per-layer-kind GFLOP/s the planner should use (rule 3): the advertised kind speeds scaled
+    by the scalar's effective / advertised ratio (`effective_scalar` from `effective_gflops`)."""
+    ratio = effective_scalar / advertised_gflops
     return {kind: speed * ratio for kind, speed in advertised_by_kind.items()}
 
 

@@ -92,8 +92,13 @@ async def _read_exactly(reader: Reader, n: int, retry_count: int = _io_utils.DEF
         received += len(chunk)
         if received >= n:
             return b"".join(parts)
-    raise IncompleteReadError(f"Connection closed during read operation: expected {n} bytes but received "
-                              f"{received} bytes", expected_bytes=n, received_bytes=received)
+    raise _incomplete(n, received)
+
+
+def _incomplete(expected: int, received: int) -> IncompleteReadError:
+    """The error py-libp2p's read_exactly raises for a stream that closed `received` bytes short."""
+    return IncompleteReadError(f"Connection closed during read operation: expected {expected} bytes but received "
+                               f"{received} bytes", expected_bytes=expected, received_bytes=received)
 
 
 _STOCK_SESSION_READ = SecureSession.read
@@ -152,8 +157,7 @@ async def _read_msg_coalesced(self: _msgio.BaseMsgReadWriter) -> bytes:
             _set_rcvlowat(sock, min(length - received, RCVLOWAT_CAP))
             chunk = await conn.read(length - received)
             if not chunk:
-                raise IncompleteReadError(f"Connection closed during read operation: expected {length} bytes but "
-                                          f"received {received} bytes", expected_bytes=length, received_bytes=received)
+                raise _incomplete(length, received)
             parts.append(chunk)
             received += len(chunk)
     finally:

@@ -150,6 +150,6 @@ def test_the_planners_prediction_replaces_the_class_sum_and_kind_speeds_follow_t
         slow = observe(slow, flops=flops, measured_s=2 * predicted, advertised_gflops=adv, predicted_s=predicted)
     assert effective_gflops(honest, adv)[0] == pytest.approx(adv)
     assert effective_gflops(by_class_only, adv)[0] == pytest.approx(20.0)
-    assert effective_by_kind(honest, adv, kinds) == pytest.approx(kinds)
-    assert effective_by_kind(slow, adv, kinds) == pytest.approx({k: v / 2 for k, v in kinds.items()})
+    assert effective_by_kind(adv, effective_gflops(honest, adv)[0], kinds) == pytest.approx(kinds)
+    assert effective_by_kind(adv, effective_gflops(slow, adv)[0], kinds) == pytest.approx({k: v / 2 for k, v in kinds.items()})
     assert observe(SpeedState(), flops=flops, measured_s=1.0, advertised_gflops=adv, predicted_s=0.0) == SpeedState()
