@@ -55,7 +55,8 @@ def _start(args: argparse.Namespace) -> int:
     _say(f"data_dir {data_dir}")
     with Ledger(ledger_path(data_dir)) as ledger:  # durable; `p2pinfer ledger --data-dir DIR` shows it
         _say(f"ledger {ledger.path}")
-        node = Node(config, identity=identity, data_dir=data_dir, services=[_hop_service(config, data_dir, ledger)])
+        hop = _hop_service(config, data_dir, ledger)
+        node = Node(config, identity=identity, data_dir=data_dir, services=[hop, *_load_monitor(config, hop)])
         trio.run(_serve, node)
     _say("stopped")
     return 0
@@ -75,6 +76,23 @@ def _hop_service(config, data_dir: Path, ledger: Ledger):  # type: ignore[no-unt
     executor = SpanExecutor(store, threads=config.resources.compute_threads)
     return hop_service_for(config, executor, store, emulate=config.emulation.active, on_crash=exit_process,
                            ledger=ledger)
+
+
+def _load_monitor(config, hop) -> list:  # type: ignore[no-untyped-def]
+    """The node owns this process, so its CPU time is the node's: advertise the share its
+    background work takes as the record's load (p2pinfer/load_monitor.py). Not when the config
+    fixes the compute (then nothing is measured) or the usable cores cannot be read."""
+    from p2pinfer.load_monitor import LoadMonitor
+    from p2pinfer.models.cpu_quota import QuotaUnknown, usable_cores
+
+    if config.resources.gflops is not None:
+        return []
+    try:
+        cores = usable_cores(config.resources.compute_threads)
+    except QuotaUnknown as exc:
+        _say(f"background load not measured: {exc}")
+        return []
+    return [LoadMonitor(cores=cores, frames_served=hop.frames_served)]
 
 
 async def _serve(node: Node) -> None:

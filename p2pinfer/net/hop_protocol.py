@@ -360,6 +360,11 @@ class HopNodeService:
         self.hop: HopService | None = None
         self._held: list[str] = []
 
+    def frames_served(self) -> int:
+        """Activation frames received so far (0 before the service runs): tells the node's load
+        monitor (p2pinfer/load_monitor.py) which windows held hop work."""
+        return self.hop.machine.counters.frames_in if self.hop is not None else 0
+
     async def run(self, node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         def holders(blob_hash: str) -> list[str]:
             return [r.peer_id for r in node.peers() if blob_hash in r.weights]
