@@ -40,6 +40,7 @@ from p2pinfer.errors import P2PInferError
 from p2pinfer.net import dht as dhtlib
 from p2pinfer.net.advertise import Advertiser, Capability
 from p2pinfer.net.discovery import Discovery, DiscoveryConfig
+from p2pinfer.net.frame_cost import FRAME_COST_FILE, FrameCost, measure_frame_cost
 from p2pinfer.net.host import full_addrs, listen_addrs_from, make_host, parse_peer_addr, stop_auto_connector
 from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.record_cache import RecordCache
@@ -257,9 +258,11 @@ def _resolve(
 
 
 def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
-    """What a configured node advertises: compute measured by a real micro-benchmark (cached in
-    the data dir) unless [resources].gflops overrides it, then emulation/adversary applied."""
+    """What a configured node advertises: compute and frame handling measured by real
+    micro-benchmarks (cached in the data dir) unless [resources].gflops overrides them, then
+    emulation/adversary applied."""
     by_kind: dict[str, float] = {}
+    frames = None
     if config.resources.gflops is not None:
         gflops, by_class = config.resources.gflops, {}
     else:
@@ -268,6 +271,7 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         cache = Path(data_dir) / CALIBRATION_FILE if data_dir else None
         calibration = measure_compute(threads=config.resources.compute_threads, cache_path=cache)
         gflops, by_class, by_kind = calibration.gflops, dict(calibration.by_class), dict(calibration.by_kind)
+        frames = _frame_cost(data_dir)
     adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class, measured_by_kind=by_kind)
     return Capability(
         gflops=adv.gflops,
@@ -277,4 +281,16 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         up_mbps=adv.up_mbps,
         down_mbps=adv.down_mbps,
         latency_ms=adv.latency_ms,
+        frame_ms=frames.fixed_ms if frames else 0.0,
+        frame_ms_per_mib=frames.ms_per_mib if frames else 0.0,
     )
+
+
+def _frame_cost(data_dir: Path | None) -> FrameCost | None:
+    """The node's frame handling cost (net/frame_cost.py); None, with a warning, if it cannot be
+    measured here: the record then carries none and planners price this node's frames at 0."""
+    try:
+        return measure_frame_cost(cache_path=Path(data_dir) / FRAME_COST_FILE if data_dir else None)
+    except Exception as exc:  # start anyway: a record without the frame term is still a valid record
+        logger.warning("frame cost not measured: %s", exc)
+        return None

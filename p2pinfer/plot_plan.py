@@ -24,8 +24,8 @@ def _segments(plan: Plan) -> tuple[list[str], list[tuple[int, float, float, str]
         if h.weight_fetch_s > 0:
             bars.append((i, t, h.weight_fetch_s, "fetch"))
             t += h.weight_fetch_s
-        bars.append((i, t, h.compute_s, "compute"))
-        t += h.compute_s
+        bars.append((i, t, h.compute_s + h.frame_s, "compute"))  # frame handling runs on the same CPU
+        t += h.compute_s + h.frame_s
     bars.append((0, t, plan.transfer_out_s, "transfer"))
     return rows, bars
 

@@ -200,11 +200,11 @@ def render(report: PlanReport, profile: ModelProfile) -> None:
     plan = report.plan
     console = Console()
     table = Table(title=f"{profile.name}: {len(plan.hops)} hop(s), objective {plan.objective}")
-    for col in ("hop", "peer", "layers", "transfer in ms", "compute ms", "weight fetch ms"):
+    for col in ("hop", "peer", "layers", "transfer in ms", "compute ms", "frames ms", "weight fetch ms"):
         table.add_column(col, justify="left" if col in ("peer", "layers") else "right")
     for i, h in enumerate(plan.hops, 1):
         table.add_row(str(i), h.peer_id, f"[{h.start}, {h.stop})", f"{1e3 * h.transfer_in_s:.2f}",
-                      f"{1e3 * h.compute_s:.2f}", f"{1e3 * h.weight_fetch_s:.2f}")
+                      f"{1e3 * h.compute_s:.2f}", f"{1e3 * h.frame_s:.2f}", f"{1e3 * h.weight_fetch_s:.2f}")
     console.print(table)
     proof = "proven optimal" if plan.optimal else f"within {100 * plan.gap:.1f}% of a proven lower bound"
     console.print(f"latency {1e3 * plan.predicted_latency_s:.2f} ms (result back {1e3 * plan.transfer_out_s:.2f} ms), "

@@ -12,7 +12,13 @@ and a layer's compute on peer Y costs
 except that a layer whose kind the peer lists in `gflops_by_kind` costs flops / gflops_kind(Y)
 instead of the class sum (the per-layer-kind speed table of the reference cost model).
 A peer that does not hold a layer's weights pays 8 * param_bytes / (min(up_R, down_Y) * 1e6)
-once, amortised over `amortize_requests` requests.
+once, amortised over `amortize_requests` requests. A hop on peer Y serving [a, b) also handles
+its frames, on the same CPU as its compute:
+    (frame_ms_Y + frame_ms_per_mib_Y * (bytes_a + bytes_b) / 2**20) / 1000 / ((1 - load_Y) * r_Y)
+with bytes_a its input and bytes_b its output. The searches (core/bottleneck.py,
+core/chain_dp.py) run on `frame_free()` arrays, whose per-span costs are prefix-sum differences;
+every plan is priced here with the frame term, and the throughput planner polishes its chain
+under it (core/polish.py), so the searches' lower bounds stay valid.
 """
 
 from __future__ import annotations
@@ -106,11 +112,32 @@ class CostModel:
     # who sends the first hop its input: the requester, except in suffix models (see `suffix`)
     src_lat: float = float("nan")
     src_inv_up: float = float("nan")
+    frame_s: np.ndarray | None = None  # (P,) expected seconds of frame handling per input (None: 0)
+    frame_s_per_bit: np.ndarray | None = None  # (P,) and per bit read or sent
 
     def __post_init__(self) -> None:
         if self.src_lat != self.src_lat:  # NaN: default to the requester
             object.__setattr__(self, "src_lat", self.req_lat)
             object.__setattr__(self, "src_inv_up", self.req_inv_up)
+        for name in ("frame_s", "frame_s_per_bit"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.peers)))
+
+    @cached_property
+    def has_frame_costs(self) -> bool:
+        return bool(self.frame_s.any() or self.frame_s_per_bit.any())  # type: ignore[union-attr]
+
+    def frame_free(self) -> "CostModel":
+        """The same model without the frame term: what the searches run on (see module doc)."""
+        if not self.has_frame_costs:
+            return self
+        return replace(self, frame_s=None, frame_s_per_bit=None)
+
+    def frame_cost(self, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Frame handling seconds of hops (y, a, b), elementwise (numpy index arrays or ints)."""
+        if not self.has_frame_costs:  # the searches' case: skip the gathers
+            return np.zeros(np.shape(y))
+        return self.frame_s[y] + self.frame_s_per_bit[y] * (self.bits[a] + self.bits[b])  # type: ignore[index]
 
     @property
     def num_layers(self) -> int:
@@ -176,12 +203,13 @@ class CostModel:
         y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
         compute = (self.compute[y, b] - self.compute[y, a]).tolist()
         fetch = (self.fetch[y, b] - self.fetch[y, a]).tolist()
+        frames = self.frame_cost(y, a, b).tolist()
         src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
         src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
         bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
         transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
-        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f)
-                     for yy, aa, bb, c, t, f in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch))
+        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f, fr) for yy, aa, bb, c, t, f, fr
+                     in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch, frames))
         last = int(y[-1])
         out_s = self.transfer_s(last, REQUESTER, self.num_layers)
         bottleneck = max(max(h.stage_s for h in hops), float(bw_in.max()),
@@ -200,7 +228,8 @@ class CostModel:
 
     def _terms(self, spans: Sequence[Span]) -> tuple[float, float]:
         y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
-        stage = ((self.compute[y, b] - self.compute[y, a]) + (self.fetch[y, b] - self.fetch[y, a])).tolist()
+        stage = ((self.compute[y, b] - self.compute[y, a]) + (self.fetch[y, b] - self.fetch[y, a])
+                 + self.frame_cost(y, a, b)).tolist()
         src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
         src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
         bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
@@ -226,7 +255,8 @@ def restrict(cm: CostModel, keep: Sequence[int]) -> CostModel:
     """The same cost model over a subset of peers (indices into cm.peers, in order)."""
     k = np.array(keep, dtype=np.int64)
     return replace(cm, peers=tuple(cm.peers[i] for i in keep), compute=cm.compute[k], fetch=cm.fetch[k],
-                   mem=cm.mem[k], lat=cm.lat[k], inv_up=cm.inv_up[k], inv_down=cm.inv_down[k])
+                   mem=cm.mem[k], lat=cm.lat[k], inv_up=cm.inv_up[k], inv_down=cm.inv_down[k],
+                   frame_s=cm.frame_s[k], frame_s_per_bit=cm.frame_s_per_bit[k])  # type: ignore[index]
 
 
 def suffix(cm: CostModel, a: int, prev: int, keep: Sequence[int]) -> CostModel:
@@ -266,6 +296,7 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
             fetch[:, 1:] = np.cumsum(8.0 * missing / link[:, None], axis=1) / options.amortize_requests
     params = np.concatenate([[0], np.cumsum([lay.param_bytes for lay in profile.layers])]).astype(np.int64)
     bits = 8.0 * np.array([profile.input_bytes] + [lay.out_bytes for lay in profile.layers], dtype=float)
+    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
     return CostModel(
         profile=profile, peers=peers, excluded=excluded, compute=compute, fetch=fetch, params=params,
         mem=np.array([p.mem_bytes for p in peers], dtype=np.int64),
@@ -274,4 +305,6 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
         inv_down=np.array([1.0 / (p.down_mbps * 1e6) for p in peers]),
         bits=bits, req_lat=req.latency_ms / 1000.0,
         req_inv_up=1.0 / (req.up_mbps * 1e6), req_inv_down=1.0 / (req.down_mbps * 1e6),
+        frame_s=np.array([p.frame_ms / 1000.0 for p in peers]).reshape(P) / derate if P else None,
+        frame_s_per_bit=np.array([p.frame_ms_per_mib / 1000.0 / (8 * 2**20) for p in peers]).reshape(P) / derate if P else None,
     )

@@ -48,7 +48,9 @@ class Hop:
 
     compute_s is the *expected* compute time (load and reputation applied); transfer_in_s is the
     full transfer of this hop's input (latency + bandwidth); weight_fetch_s is the one-time
-    weight transfer already divided by amortize_requests (0 when the peer holds the weights).
+    weight transfer already divided by amortize_requests (0 when the peer holds the weights);
+    frame_s is the peer's advertised cost of handling one input's frames (its input in, its
+    output and commitment out), which competes with compute for the same CPU.
     """
 
     peer_id: str
@@ -57,11 +59,12 @@ class Hop:
     compute_s: float
     transfer_in_s: float
     weight_fetch_s: float = 0.0
+    frame_s: float = 0.0
 
     @property
     def stage_s(self) -> float:
-        """Per-request busy time of this hop in a pipeline: compute plus amortised fetch."""
-        return self.compute_s + self.weight_fetch_s
+        """Per-request busy time of this hop in a pipeline: compute, frame handling, amortised fetch."""
+        return self.compute_s + self.frame_s + self.weight_fetch_s
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Plan:
                     "compute_s": h.compute_s,
                     "transfer_in_s": h.transfer_in_s,
                     "weight_fetch_s": h.weight_fetch_s,
+                    "frame_s": h.frame_s,
                 }
                 for h in self.hops
             ],

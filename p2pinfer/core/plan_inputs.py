@@ -3,7 +3,8 @@
 Peers file (the `p2pinfer plan --peers-file` contract; optional fields marked ?):
     {"requester": {"up_mbps", "down_mbps", "latency_ms"},
      "peers": [{"id", "gflops", "mem_bytes", "up_mbps", "down_mbps", "latency_ms",
-                "reputation"?, "load"?, "gflops_by_class"?, "gflops_by_kind"?, "holds"?}]}
+                "reputation"?, "load"?, "gflops_by_class"?, "gflops_by_kind"?, "holds"?,
+                "frame_ms"?, "frame_ms_per_mib"?}]}
 `holds` lists layer weight hashes, or a model name / id meaning all of that model's layers.
 
 Profile file: {"name", "model_id", "input_bytes", "layers": [{"index"?, "kind", "flops",
@@ -23,7 +24,8 @@ from .snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 
 _LINK = ("up_mbps", "down_mbps", "latency_ms")
 _PEER_REQUIRED = ("id", "gflops", "mem_bytes", *_LINK)
-_PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "gflops_by_kind", "holds", "addrs")
+_PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "gflops_by_kind", "holds", "addrs", "frame_ms",
+                  "frame_ms_per_mib")
 _LAYER_REQUIRED = ("kind", "flops", "param_bytes", "out_bytes")
 _LAYER_OPTIONAL = ("index", "flops_by_class", "weights_hash")
 
@@ -88,7 +90,9 @@ def _peer(obj: Any, where: str) -> PeerSpec:
         float(_num(d, "up_mbps", where, positive=True)), float(_num(d, "down_mbps", where, positive=True)),
         float(_num(d, "latency_ms", where)), _class_map(d, "gflops_by_class", where, integer=False),
         reputation=float(rep), load=float(load), holds=frozenset(_strings(d, "holds", where)),
-        addrs=_strings(d, "addrs", where), gflops_by_kind=_kind_map(d, where))
+        addrs=_strings(d, "addrs", where), gflops_by_kind=_kind_map(d, where),
+        frame_ms=float(_num(d, "frame_ms", where)) if "frame_ms" in d else 0.0,
+        frame_ms_per_mib=float(_num(d, "frame_ms_per_mib", where)) if "frame_ms_per_mib" in d else 0.0)
 
 
 def snapshot_from_json(data: Any, where: str = "peers file") -> SwarmSnapshot:

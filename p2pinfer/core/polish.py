@@ -2,9 +2,12 @@
 
 Each round looks only at the current bottleneck term (a hop's stage or a transfer's bandwidth
 part) and tries the moves that can lower it: move a cut by one layer, hand the hop to the best
-unused peer, trade peers with another hop, or split the hop with an unused peer. A move is taken when the chain's terms, sorted
+unused peer, trade peers with another hop, split the hop with an unused peer, or merge it with
+a neighbour (on either's peer: with frame costs, one hop fewer can be cheaper). A move is taken when the chain's terms, sorted
 from largest, get lexicographically smaller, so ties at the top are worked off one at a time.
-Deterministic, and every chain it returns is valid under the cost model.
+Deterministic, and every chain it returns is valid under the cost model. Stages include the
+hops' frame handling (costs.CostModel.frame_cost), so the planner also polishes the chain its
+frame-free search found under the full cost model.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def terms(cm: CostModel, chain: Chain, stage: np.ndarray | None = None) -> list[
     st = cm.stage if stage is None else stage
     out, prev = [], REQUESTER
     for i, (y, a, b) in enumerate(chain):
-        out.append((float(st[y, b] - st[y, a]), "stage", i))
+        out.append((float(st[y, b] - st[y, a] + cm.frame_cost(y, a, b)), "stage", i))
         out.append((cm.bandwidth_s(prev, y, a), "link", i))
         prev = y
     out.append((cm.bandwidth_s(prev, REQUESTER, cm.num_layers), "link", len(chain)))
@@ -36,7 +39,7 @@ def _key(cm: CostModel, chain: Chain, stage: np.ndarray) -> tuple[float, ...]:
     up = np.concatenate([[cm.req_inv_up], cm.inv_up[y]])
     down = np.concatenate([cm.inv_down[y], [cm.req_inv_down]])
     links = cm.bits[np.concatenate([a, [cm.num_layers]])] * np.maximum(up, down)
-    vals = np.concatenate([stage[y, b] - stage[y, a], links])
+    vals = np.concatenate([stage[y, b] - stage[y, a] + cm.frame_cost(y, a, b), links])
     return tuple(np.sort(vals)[::-1].tolist())
 
 
@@ -50,7 +53,9 @@ def _best_peer(cm: CostModel, chain: Chain, i: int, a: int, b: int, stage: np.nd
     used[[y for j, (y, _, _) in enumerate(chain) if j != i]] = True
     prev_up = cm.src_inv_up if i == 0 else cm.inv_up[chain[i - 1][0]]
     next_down = cm.req_inv_down if i + 1 >= len(chain) else cm.inv_down[chain[i + 1][0]]
-    worst = np.maximum.reduce([stage[:, b] - stage[:, a], cm.bits[a] * np.maximum(prev_up, cm.inv_down),
+    everyone = np.arange(cm.num_peers)
+    worst = np.maximum.reduce([stage[:, b] - stage[:, a] + cm.frame_cost(everyone, a, b),
+                               cm.bits[a] * np.maximum(prev_up, cm.inv_down),
                                cm.bits[b] * np.maximum(cm.inv_up, next_down)])
     worst[used | (cm.params[b] - cm.params[a] > cm.mem)] = np.inf
     y = int(worst.argmin())
@@ -74,6 +79,10 @@ def _moves(cm: CostModel, chain: Chain, kind: str, hop: int, stage: np.ndarray) 
                 swapped = list(chain)
                 swapped[i], swapped[j] = (chain[j][0], a, b), (y, chain[j][1], chain[j][2])
                 cands.append(swapped)
+        for j in (i - 1, i):  # merge hops j and j + 1, on either's peer
+            if 0 <= j and j + 1 < k:
+                (y1, a1, _), (y2, _, b2) = chain[j], chain[j + 1]
+                cands += [chain[:j] + [(z, a1, b2)] + chain[j + 2:] for z in (y1, y2)]
         for m in range(a + 1, b):  # split with an unused peer taking [m, b)
             trial = chain[:i] + [(y, a, m), (y, m, b)] + chain[i + 1:]
             if (other := _best_peer(cm, trial, i + 1, m, b, stage)) is not None:

@@ -9,8 +9,9 @@ The whole blob must be *canonical* CBOR (RFC 7049 §3.9 as cbor2 writes it: shor
 float forms, map keys sorted length-first, definite lengths, no tags, no duplicate keys). With
 Ed25519's unique signatures this gives every valid record exactly one byte encoding, so nobody
 can relay a valid record in a second spelling (caches and DHT select may compare bytes).
-`gflops_by_kind` is the one optional field: absent when the peer has no per-kind speeds, never
-present and empty (that would be a second spelling of the same record).
+Optional fields, each absent rather than empty or zero (which would be a second spelling of the
+same record): `gflops_by_kind` when the peer has no per-kind speeds; `frame_ms` and
+`frame_ms_per_mib` (together) when it has not measured its frame handling.
 
 Checks run in this order and each failure raises RecordError(reason, message):
 oversized -> malformed-cbor (undecodable or non-canonical) -> unknown-version -> bad-schema ->
@@ -48,7 +49,9 @@ _TUPLE_FIELDS = ("addrs", "models", "weights")
 WIRE_FIELDS = frozenset(
     _FLOAT_FIELDS + _INT_FIELDS + _STR_FIELDS + _TUPLE_FIELDS + ("gflops_by_class", "key", "sig")
 )
-OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind",))
+FRAME_FIELDS = ("frame_ms", "frame_ms_per_mib")
+OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind", *FRAME_FIELDS))
+MAX_FRAME_MS = 60_000.0  # a peer that needs a minute per frame cannot serve anyone
 
 
 def _bad(message: str) -> RecordError:
@@ -61,7 +64,9 @@ class CapabilityRecord:
 
     Units follow the planner's cost model: GFLOP/s, bytes, Mbit/s, ms. `addrs` are full
     multiaddrs ending in /p2p/<peer_id>; `models` are model ids held, `weights` the content
-    hashes of layer weights held; `load` is the busy fraction of compute in [0, 1].
+    hashes of layer weights held; `load` is the busy fraction of compute in [0, 1];
+    `frame_ms` / `frame_ms_per_mib` its cost of handling one input as a hop, fixed and per MiB of
+    activation read or sent, in ms of its wall time (both 0: not measured).
     Construction validates every value (RecordError "bad-schema"), so an invalid record can be
     neither built nor signed.
     """
@@ -82,11 +87,13 @@ class CapabilityRecord:
     load: float = 0.0
     swarm: str = "default"
     gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
+    frame_ms: float = 0.0
+    frame_ms_per_mib: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
             _check_uint(name, getattr(self, name))
-        for name in _FLOAT_FIELDS:
+        for name in _FLOAT_FIELDS + FRAME_FIELDS:
             object.__setattr__(self, name, _as_float(name, getattr(self, name)))
         if self.version != RECORD_VERSION:
             raise RecordError("unknown-version", f"record version {self.version} is not supported")
@@ -114,6 +121,9 @@ class CapabilityRecord:
             raise _bad("latency_ms must be >= 0")
         if not 0 <= self.load <= 1:
             raise _bad("load must be in [0, 1]")
+        frame = (self.frame_ms, self.frame_ms_per_mib)
+        if frame != (0.0, 0.0) and not all(0 < v <= MAX_FRAME_MS for v in frame):
+            raise _bad(f"frame_ms and frame_ms_per_mib must both be in (0, {MAX_FRAME_MS:.0f}] (or both absent)")
         suffix = f"/p2p/{self.peer_id}"
         for addr in self.addrs:
             if not addr.startswith("/") or not addr.endswith(suffix) or addr == suffix:
@@ -220,6 +230,8 @@ def _wire_body(record: CapabilityRecord, public_key: bytes) -> dict[str, Any]:
     body["gflops_by_class"] = dict(record.gflops_by_class)
     if record.gflops_by_kind:
         body["gflops_by_kind"] = dict(record.gflops_by_kind)
+    if record.frame_ms:
+        body.update({name: getattr(record, name) for name in FRAME_FIELDS})
     body["key"] = public_key
     return body
 
@@ -291,6 +303,9 @@ def _from_wire(raw: Any) -> tuple[CapabilityRecord, bytes, bytes]:
         kinds = raw["gflops_by_kind"]
         if not isinstance(kinds, dict) or not kinds or any(type(v) is not float for v in kinds.values()):
             raise _bad("gflops_by_kind, when present, must be a non-empty map of layer kinds to CBOR floats")
+    present = [name for name in FRAME_FIELDS if name in raw]
+    if present and (len(present) != len(FRAME_FIELDS) or any(type(raw[n]) is not float for n in present)):
+        raise _bad("frame_ms and frame_ms_per_mib, when present, must both be CBOR floats")
     key, sig = raw["key"], raw["sig"]
     if type(key) is not bytes or len(key) != 32 or type(sig) is not bytes or len(sig) != 64:
         raise _bad("key must be 32 bytes and sig 64 bytes")
@@ -319,6 +334,8 @@ def to_peer_spec(record: CapabilityRecord, *, reputation: float = 1.0) -> PeerSp
         latency_ms=record.latency_ms,
         gflops_by_class=dict(record.gflops_by_class),
         gflops_by_kind=dict(record.gflops_by_kind),
+        frame_ms=record.frame_ms,
+        frame_ms_per_mib=record.frame_ms_per_mib,
         reputation=reputation,
         load=min(record.load, 0.99),
         holds=frozenset(record.weights),
@@ -334,6 +351,8 @@ def to_json_dict(record: CapabilityRecord) -> dict[str, Any]:
         "gflops": record.gflops,
         "gflops_by_class": dict(record.gflops_by_class),
         "gflops_by_kind": dict(record.gflops_by_kind),
+        "frame_ms": record.frame_ms,
+        "frame_ms_per_mib": record.frame_ms_per_mib,
         "mem_bytes": record.mem_bytes,
         "up_mbps": record.up_mbps,
         "down_mbps": record.down_mbps,

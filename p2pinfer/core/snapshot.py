@@ -21,7 +21,10 @@ class PeerSpec:
     kind is listed runs at that speed: layers of one class still differ, e.g. a ResNet bottleneck
     and a plain VGG conv, or a batch-1 matrix-vector product and a batched matmul). `reputation` is in (0, 1]; `load` is the fraction of the
     peer's compute already busy, in [0, 1). `holds` are content hashes of layer weights the peer
-    already has (a span whose weights are not held pays a one-time transfer).
+    already has (a span whose weights are not held pays a one-time transfer). `frame_ms` and
+    `frame_ms_per_mib` are the peer's own cost of handling one input as a hop (read and open the
+    frame, hand it to compute, seal and send the output and its commitment), fixed and per MiB
+    of activation read or sent, in milliseconds of its wall time (0: not advertised).
     """
 
     peer_id: str
@@ -36,6 +39,8 @@ class PeerSpec:
     holds: frozenset[str] = frozenset()
     addrs: tuple[str, ...] = ()
     gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
+    frame_ms: float = 0.0
+    frame_ms_per_mib: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.peer_id:
@@ -49,6 +54,8 @@ class PeerSpec:
             raise ValueError(f"peer {self.peer_id}: reputation must be in (0, 1]")
         if not 0 <= self.load < 1:
             raise ValueError(f"peer {self.peer_id}: load must be in [0, 1)")
+        if not (self.frame_ms >= 0 and self.frame_ms_per_mib >= 0):
+            raise ValueError(f"peer {self.peer_id}: frame_ms and frame_ms_per_mib must be >= 0")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
         object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "holds", frozenset(self.holds))

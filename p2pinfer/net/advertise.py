@@ -34,6 +34,8 @@ class Capability:
     models: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
     load: float = 0.0
+    frame_ms: float = 0.0  # frame handling per input and per MiB (core/records.py); 0: not measured
+    frame_ms_per_mib: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.gflops > 0 and self.up_mbps > 0 and self.down_mbps > 0):
@@ -97,6 +99,8 @@ class Advertiser:
             weights=cap.weights,
             load=cap.load,
             swarm=self.swarm,
+            frame_ms=cap.frame_ms,
+            frame_ms_per_mib=cap.frame_ms_per_mib,
         )
         self.current = SignedRecord(record=record, blob=encode_signed(record, self.identity))
         return self.current

@@ -64,6 +64,17 @@ def test_table_and_plot(files, capsys, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_frame_costs_in_the_peers_file_are_priced(files, capsys) -> None:
+    peers, profile = files
+    data = json.loads(json.dumps(PEERS))
+    for p in data["peers"]:
+        p.update(frame_ms=5.0, frame_ms_per_mib=20.0)
+    peers.write_text(json.dumps(data))
+    assert main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert all(h["frame_s"] >= 0.005 for h in hops)
+
+
 def test_amortize_zero_means_weights_held(files, capsys) -> None:
     peers, profile = files
     main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json", "--amortize", "0"])
@@ -83,6 +94,8 @@ def test_amortize_zero_means_weights_held(files, capsys) -> None:
     (lambda d: d["peers"][0].update(gflops_by_kind={"bottleneck": 0}), "peers[0].gflops_by_kind.bottleneck must be a finite number > 0"),
     (lambda d: d["peers"][0].update(gflops_by_kind={"Conv Layer": 2.0}), "peers[0].gflops_by_kind: bad layer kind name"),
     (lambda d: d["peers"][0].update(gflops_by_kind=[2.0]), "peers[0].gflops_by_kind must be a map of layer kind"),
+    (lambda d: d["peers"][0].update(frame_ms=-1.0), "peers[0].frame_ms must be >= 0"),
+    (lambda d: d["peers"][1].update(frame_ms_per_mib="fast"), "peers[1].frame_ms_per_mib must be a number"),
 ])
 def test_bad_peers_file_is_one_line_error(files, capsys, mutate, message: str) -> None:
     peers, profile = files

@@ -79,3 +79,27 @@ def test_a_listed_layer_kind_overrides_the_class_speeds() -> None:
     cm = build_costs(profile, SwarmSnapshot(SNAP.requester, peers), PlannerOptions(amortize_requests=None))
     assert cm.compute[0, 3] == pytest.approx((0.5 + 0.1 + 0.01) / 0.5)  # load 0.5 doubles the expected cost
     assert cm.compute[1, 3] == pytest.approx(0.2 + 0.1 + 1e-4)
+
+
+def test_a_hop_pays_its_frame_handling_on_its_own_cpu() -> None:
+    """frame_ms per input plus frame_ms_per_mib per MiB in and out, derated like compute: part
+    of the stage (so of the bottleneck and the latency), never of the compute prediction."""
+    a = PeerSpec("a", 20.0, 10**6, up_mbps=100.0, down_mbps=40.0, latency_ms=5.0, frame_ms=2.0,
+                 frame_ms_per_mib=4.0, load=0.5)
+    snap = SwarmSnapshot(SNAP.requester, (a, SNAP.peers[1]))
+    cm = build_costs(PROFILE, snap, PlannerOptions(amortize_requests=None))
+    plain = CM.evaluate([(0, 0, 2), (1, 2, 3)], "latency")
+    p = cm.evaluate([(0, 0, 2), (1, 2, 3)], "latency")
+    frames = (0.002 + 0.004 * (1_000_000 + 1_000_000) / 2**20) / 0.5  # input 1 MB, output of layer 1 1 MB
+    assert p.hops[0].frame_s == pytest.approx(frames) and p.hops[1].frame_s == 0.0
+    assert p.hops[0].compute_s == pytest.approx(plain.hops[0].compute_s / 0.5)
+    assert p.hops[0].stage_s == pytest.approx(p.hops[0].compute_s + frames)
+    assert p.predicted_latency_s == pytest.approx(plain.predicted_latency_s + p.hops[0].compute_s / 2 + frames)
+    assert cm.latency_s([(0, 0, 2), (1, 2, 3)]) == pytest.approx(p.predicted_latency_s)
+    assert cm.frame_free().evaluate([(0, 0, 2), (1, 2, 3)], "latency").hops[0].frame_s == 0.0
+
+
+@pytest.mark.parametrize("field", ["frame_ms", "frame_ms_per_mib"])
+def test_a_negative_frame_cost_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match="frame_ms"):
+        PeerSpec("a", 1.0, 1, 1.0, 1.0, 1.0, **{field: -1.0})

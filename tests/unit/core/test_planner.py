@@ -191,3 +191,27 @@ def test_pipeline_window_keeps_every_stage_busy() -> None:
     assert pipeline_window(with_times(1.0, 0.0)) == 2 and pipeline_window(with_times(float("inf"), 1.0)) == 2
     p = plan(chain([1, 1, 1, 1]), snap(peer("a"), peer("b")), objective="throughput", options=NO_FETCH)
     assert pipeline_window(p) == max(2, math.ceil(p.predicted_latency_s / p.bottleneck_s) + 1)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_frame_costs_are_priced_and_can_make_a_split_not_worth_it(objective: str) -> None:
+    """4 layers of 1 s on 10 GFLOP/s peers with 100 MiB activations between them. Without frame
+    costs, throughput splits in four (1 s per stage). With 15 ms per MiB in or out, an inner hop
+    of that split pays 3 s of frames (4 s in all), while two hops of two layers pay 1.5 s each
+    (3.5 s): the planner must merge. For latency every cut costs 3 s: one peer (4 s)."""
+    mib = 2**20
+    layers = tuple(LayerProfile(i, "linear", 10 * G, 1, 100 * mib if i < 3 else 1000) for i in range(4))
+    profile = ModelProfile("toy", "toy-id", 1000, layers)
+    peers = [peer(f"p{i}", frame_ms=1.0, frame_ms_per_mib=15.0, up_mbps=1e7, down_mbps=1e7) for i in range(4)]
+    p = plan(profile, snap(*peers), objective=objective, options=NO_FETCH)
+    frames = [h.frame_s for h in p.hops]
+    assert all(f > 0 for f in frames) and p.lower_bound <= (p.bottleneck_s if objective == "throughput"
+                                                            else p.predicted_latency_s)
+    if objective == "latency":
+        assert len(p.hops) == 1 and p.predicted_latency_s == pytest.approx(4.0 + 0.001 + 0.004, rel=1e-3)
+    else:
+        assert len(p.hops) == 2 and p.bottleneck_s == pytest.approx(2.0 + 0.001 + 0.015 * 100, rel=1e-3)
+        assert not p.optimal  # the search's bound (1 s, frames unseen) is not met: no false claim
+    bare = plan(profile, snap(*(peer(f"p{i}", up_mbps=1e7, down_mbps=1e7) for i in range(4))), objective=objective,
+                options=NO_FETCH)
+    assert all(h.frame_s == 0 for h in bare.hops) and len(bare.hops) == (1 if objective == "latency" else 4)

@@ -133,7 +133,23 @@ BAD_FIELDS: list[tuple[str, Any, bool]] = [
     ("gflops_by_kind", {"conv_bn_act": 3}, True), ("gflops_by_kind", {"Conv": 1.0}, False),
     ("gflops_by_kind", {"k" * 41: 1.0}, False), ("gflops_by_kind", [1.0], True),
     ("gflops_by_kind", {f"k{i}": 1.0 for i in range(33)}, False), ("gflops_by_kind", {"linear": math.inf}, False),
+    ("frame_ms", 2.0, False),  # without frame_ms_per_mib: the pair is both or neither
+    ("frame_ms_per_mib", 5.0, False),
 ]
+
+
+@pytest.mark.parametrize(("name", "value", "cddl_catches"), [
+    ("frame_ms", 0.0, True), ("frame_ms", -1.0, True), ("frame_ms", 60_001.0, True), ("frame_ms", 2, True),
+    ("frame_ms", math.nan, False), ("frame_ms_per_mib", 0.0, True), ("frame_ms_per_mib", "5", True),
+])
+def test_rejects_a_bad_frame_cost_even_if_signed(name: str, value: Any, cddl_catches: bool) -> None:
+    raw = wire(make_record(frame_ms=2.0, frame_ms_per_mib=5.5))
+    raw[name] = value
+    blob = resign(raw)
+    assert reason_of(blob) == "bad-schema"
+    if cddl_catches:
+        with pytest.raises(pycddl.ValidationError):
+            SCHEMA.validate_cbor(blob)
 
 
 @pytest.mark.parametrize(("name", "value", "cddl_catches"), BAD_FIELDS)
@@ -145,6 +161,23 @@ def test_rejects_bad_field_even_if_signed(name: str, value: Any, cddl_catches: b
     if cddl_catches:
         with pytest.raises(pycddl.ValidationError):
             SCHEMA.validate_cbor(blob)
+
+
+def test_frame_costs_are_optional_on_the_wire_and_reach_the_planner() -> None:
+    """Not measured: both keys absent (old records keep their bytes); measured: signed, verified,
+    valid CDDL and handed to the planner's PeerSpec and to `peers --json`."""
+    assert not {"frame_ms", "frame_ms_per_mib"} & set(wire(make_record()))
+    record = make_record(frame_ms=2.25, frame_ms_per_mib=5.5)
+    blob = encode_signed(record, ALICE)
+    SCHEMA.validate_cbor(blob)
+    assert (wire(record)["frame_ms"], wire(record)["frame_ms_per_mib"]) == (2.25, 5.5)
+    spec = to_peer_spec(decode_verified(blob, now=NOW))
+    assert (spec.frame_ms, spec.frame_ms_per_mib) == (2.25, 5.5)
+    assert to_json_dict(record)["frame_ms_per_mib"] == 5.5
+    for bad in ({"frame_ms": 2.0}, {"frame_ms": 2.0, "frame_ms_per_mib": -1.0}, {"frame_ms": math.inf, "frame_ms_per_mib": 1.0}):
+        with pytest.raises(RecordError) as err:
+            make_record(**bad)
+        assert err.value.reason == "bad-schema" and "frame_ms" in str(err.value)
 
 
 def test_kind_speeds_are_optional_on_the_wire_and_reach_the_planner() -> None:
