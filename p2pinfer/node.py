@@ -98,6 +98,7 @@ class Node(ServiceContext):
             clock=clock,
         )
         self._republish_now = trio.Event()
+        self._dht_due = False  # the next republish also puts into the DHT (holdings changed)
         self.dht_published = trio.Event()  # set after the first DHT publish attempt completes
         self._started = False
         self._scope = trio.CancelScope()
@@ -140,13 +141,16 @@ class Node(ServiceContext):
         self._services.append(service)
 
     def set_load(self, load: float) -> None:
-        """Advertise a new busy fraction in [0, 1]; republished promptly with a higher seq."""
+        """Advertise a new busy fraction in [0, 1]; republished promptly with a higher seq and
+        pushed to a few peers (the DHT copy follows at the next periodic republish: a put costs
+        a small board seconds of CPU, and load changes often)."""
         self._require_started().set_load(load)
         self._republish_now.set()
 
     def update_held(self, *, models: Sequence[str] | None = None, weights: Sequence[str] | None = None) -> None:
         """Advertise the model ids / weight hashes now held; republished promptly."""
         self._require_started().set_held(models=models, weights=weights)
+        self._dht_due = True  # provider keys follow the holdings
         self._republish_now.set()
 
     def _require_started(self) -> Advertiser:
@@ -215,7 +219,8 @@ class Node(ServiceContext):
         self.dht_published.set()
 
     async def _republish_loop(self) -> None:
-        """Publish now, then every republish_s or as soon as load/holdings change.
+        """Publish now, then every republish_s or as soon as load/holdings change (the DHT
+        copy: every republish_s, and when holdings change).
 
         A node that knows no peer yet (the first of a swarm) waits for its first peer before
         the first DHT publish: a put into an empty routing table stores nothing remotely."""
@@ -226,12 +231,14 @@ class Node(ServiceContext):
             await trio.sleep(random.uniform(0, min(self.settings.dht_jitter_s, self.settings.republish_s)))
         await self._publish_dht()
         while True:
-            with trio.move_on_after(self.settings.republish_s):
+            with trio.move_on_after(self.settings.republish_s) as periodic:
                 await self._republish_now.wait()
             self._republish_now = trio.Event()
             self._sign()
             await self._push_to_some_peers()
-            await self._publish_dht()
+            if periodic.cancelled_caught or self._dht_due:
+                self._dht_due = False
+                await self._publish_dht()
 
     async def _push_to_some_peers(self) -> None:
         """Push-pull with a few peers so a change spreads without waiting for their next round."""

@@ -92,7 +92,7 @@ def _load_monitor(config, hop) -> list:  # type: ignore[no-untyped-def]
     except QuotaUnknown as exc:
         _say(f"background load not measured: {exc}")
         return []
-    return [LoadMonitor(cores=cores, frames_served=hop.frames_served)]
+    return [LoadMonitor(cores=cores, activity=hop.hop_activity)]
 
 
 async def _serve(node: Node) -> None:

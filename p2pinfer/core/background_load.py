@@ -10,28 +10,36 @@ frames and advertises it. Pure: the node's monitor (p2pinfer/load_monitor.py) fe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 
 MAX_LOAD = 0.95  # a record's load must stay below 1; a node this busy is as good as gone
 
 
 @dataclass
 class LoadEstimate:
-    """Exponentially weighted mean of idle-window CPU shares.
+    """Median CPU share of the last `window` idle windows, once `min_windows` were seen.
 
     `observe(cpu_s, wall_s, cores, served)` takes one window: the process's CPU seconds, the
-    wall seconds it lasted, the cores the node may use, and whether it served hop frames in it
-    (such windows measure the work, not the background, and are skipped)."""
+    wall seconds it lasted, the cores the node may use, and whether it did hop work in it (such
+    windows measure the work, not the background, and are skipped). A median, not a mean: the
+    background comes in bursts (a DHT put costs a 0.2-core board seconds of its quota) that one
+    window must not carry into the record."""
 
-    weight: float = 0.3  # of the newest window
-    value: float | None = None
+    window: int = 6
+    min_windows: int = 3
+    shares: list[float] = field(default_factory=list)
+
+    @property
+    def value(self) -> float | None:
+        if len(self.shares) < self.min_windows:
+            return None
+        return statistics.median(self.shares)
 
     def observe(self, cpu_s: float, wall_s: float, cores: float, *, served: bool) -> float | None:
-        """The estimate after this window (None until a first idle window was seen)."""
-        if served or wall_s <= 0 or cores <= 0:
-            return self.value
-        share = min(max(cpu_s / wall_s / cores, 0.0), MAX_LOAD)
-        self.value = share if self.value is None else self.weight * share + (1 - self.weight) * self.value
+        """The estimate after this window (None until `min_windows` idle windows were seen)."""
+        if not served and wall_s > 0 and cores > 0:
+            self.shares = [*self.shares, min(max(cpu_s / wall_s / cores, 0.0), MAX_LOAD)][-self.window:]
         return self.value
 
 

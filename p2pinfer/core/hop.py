@@ -272,6 +272,11 @@ class HopMachine:
         err = wire.ErrorFrame(circuit_id=circuit_id, seq=seq, hop=self.identity.peer_id, reason=reason, message=message[:1000])
         return Send(circuit_id, a.requester, a.next_hop.addrs if a.next_hop.final else (), wire.encode(err), True)
 
+    @property
+    def live_circuits(self) -> int:
+        """Circuits assigned and not yet closed, forgotten or expired."""
+        return len(self._circuits)
+
     def forget(self, circuit_id: bytes) -> None:
         self.retention.drop(circuit_id)
         if self._circuits.pop(circuit_id, None) is not None:

@@ -69,14 +69,16 @@ def scaled(fixed_cpu_ms: float, per_mib_cpu_ms: float, cores: float, *, from_cac
     return FrameCost(max(fixed_cpu_ms, floor) / cores, max(per_mib_cpu_ms, floor) / cores, from_cache)
 
 
-def _hop_side(nbytes: int, reps: int, ready: threading.Event, addr: dict[str, Any], done: threading.Event,
+def _hop_side(nbytes: int, reps: int, events: dict[str, threading.Event], addr: dict[str, Any],
               out: list[float]) -> None:
-    """Thread body: a host serving the measurement protocol; appends the thread CPU ms per input."""
-    trio.run(_serve_hop, nbytes, reps, ready, addr, done, out)
+    """Thread body: a host serving the measurement protocol; appends the thread CPU ms per input,
+    sets events["measured"] when all are in, and runs until events["done"]."""
+    trio.run(_serve_hop, nbytes, reps, events, addr, out)
 
 
-async def _serve_hop(nbytes: int, reps: int, ready: threading.Event, addr: dict[str, Any], done: threading.Event,
+async def _serve_hop(nbytes: int, reps: int, events: dict[str, threading.Event], addr: dict[str, Any],
                      out: list[float]) -> None:
+    ready, measured, done = events["ready"], events["measured"], events["done"]
     from libp2p.peer.id import ID
     from multiaddr import Multiaddr
 
@@ -104,7 +106,7 @@ async def _serve_hop(nbytes: int, reps: int, ready: threading.Event, addr: dict[
             await write_frame(report, computed.commit.data, max_size=limit, timeout=_TIMEOUT_S)
             cpu.append((time.thread_time() - start) * 1000)
         out.extend(cpu)
-        done.set()
+        measured.set()
 
     host.set_stream_handler(_PROTO, handler)
     async with host.run(listen_addrs=[Multiaddr("/ip4/127.0.0.1/tcp/0")]):
@@ -162,15 +164,17 @@ def _one_size(nbytes: int, reps: int) -> float:
     frames = [circuit.input_frame(act)[1] for _ in range(warm + reps)]
     addr: dict[str, Any] = {"machine": machine, "hop_identity": hop, "client_id": client.peer_id,
                             "client_identity": client}
-    ready, done, out = threading.Event(), threading.Event(), []
-    side = threading.Thread(target=_hop_side, args=(nbytes, warm + reps, ready, addr, done, out), daemon=True)
+    events = {name: threading.Event() for name in ("ready", "measured", "done")}
+    out: list[float] = []
+    side = threading.Thread(target=_hop_side, args=(nbytes, warm + reps, events, addr, out), daemon=True)
     side.start()
     try:
-        if not ready.wait(_TIMEOUT_S):
+        if not events["ready"].wait(_TIMEOUT_S):
             raise RuntimeError("frame-cost measurement: the hop host did not start")
         trio.run(_client, nbytes, warm + reps, addr, frames)
+        events["measured"].wait(_TIMEOUT_S)  # its last writes may land after our last read
     finally:
-        done.set()
+        events["done"].set()
         side.join(_TIMEOUT_S)
     if len(out) < warm + reps:
         raise RuntimeError("frame-cost measurement: the hop side did not finish")

@@ -360,10 +360,14 @@ class HopNodeService:
         self.hop: HopService | None = None
         self._held: list[str] = []
 
-    def frames_served(self) -> int:
-        """Activation frames received so far (0 before the service runs): tells the node's load
-        monitor (p2pinfer/load_monitor.py) which windows held hop work."""
-        return self.hop.machine.counters.frames_in if self.hop is not None else 0
+    def hop_activity(self) -> tuple[int, int]:
+        """(assignments and frames received so far, circuits live now); (0, 0) before the service
+        runs. Tells the node's load monitor (p2pinfer/load_monitor.py) which windows held hop
+        work: circuit setup (building layers, hashing weights) as well as frames."""
+        if self.hop is None:
+            return 0, 0
+        c = self.hop.machine.counters
+        return c.assignments_accepted + c.assignments_refused + c.frames_in, self.hop.machine.live_circuits
 
     async def run(self, node: Any, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         def holders(blob_hash: str) -> list[str]:

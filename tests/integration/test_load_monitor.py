@@ -25,8 +25,8 @@ def _burn(stop: threading.Event) -> None:
 
 
 async def test_background_cpu_is_advertised_as_load_and_windows_with_hop_work_are_not() -> None:
-    serving, frames = [False], itertools.count(1)
-    monitor = LoadMonitor(cores=1.0, frames_served=lambda: next(frames) if serving[0] else 0, interval_s=0.3,
+    serving, events = [False], itertools.count(1)
+    monitor = LoadMonitor(cores=1.0, activity=lambda: (next(events) if serving[0] else 0, 0), interval_s=0.3,
                           min_republish_s=0.0)
     stop = threading.Event()
     burner = threading.Thread(target=_burn, args=(stop,), daemon=True)
@@ -40,9 +40,9 @@ async def test_background_cpu_is_advertised_as_load_and_windows_with_hop_work_ar
             serving[0] = True  # hop frames arrive in every window from now: work, not background
             stop.set()
             burner.join(timeout=5)
-            before, windows = monitor.estimate.value, monitor.windows
+            before, windows = list(monitor.estimate.shares), monitor.windows
             await async_wait_until(lambda: monitor.windows >= windows + 4, timeout=30, what="four served windows")
-            assert monitor.estimate.value == before
+            assert monitor.estimate.shares == before
             serving[0] = False  # frames stop: the next idle windows show the quiet process
             await async_wait_until(lambda: node.record.load < 0.1, timeout=30,  # type: ignore[union-attr]
                                    what="the load to fall once the burner stopped")
@@ -53,4 +53,22 @@ async def test_background_cpu_is_advertised_as_load_and_windows_with_hop_work_ar
 
 def test_a_monitor_needs_cores_and_an_interval() -> None:
     with pytest.raises(ValueError, match="cores"):
-        LoadMonitor(cores=0.0, frames_served=lambda: 0)
+        LoadMonitor(cores=0.0, activity=lambda: (0, 0))
+
+
+async def test_a_live_circuit_makes_a_window_hop_work() -> None:
+    """A circuit being set up (layers built, weights hashed) is work too, before any frame."""
+    live = [1]
+    monitor = LoadMonitor(cores=1.0, activity=lambda: (0, live[0]), interval_s=0.05)
+
+    class Quiet:
+        def set_load(self, load: float) -> None:
+            raise AssertionError("no idle window, nothing to publish")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run, Quiet())
+        await async_wait_until(lambda: monitor.windows >= 4, timeout=10, what="four windows")
+        assert monitor.estimate.shares == []
+        live[0] = 0
+        await async_wait_until(lambda: len(monitor.estimate.shares) >= 2, timeout=10, what="idle windows once it closed")
+        nursery.cancel_scope.cancel()
