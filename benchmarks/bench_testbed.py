@@ -119,17 +119,20 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
             "a CPU quota a node's start-up calibration varies from one process to the next (the 0.4-core class advertised "
             "0.27-0.41 of a full core over four runs; in one of them it advertised 0.27 and still computed ResNet-50 in "
             "377 ms per input, as in two runs where it advertised 0.38), so a plan's prediction moves with its nodes' "
-            "start-up measurement by up to 30%; MiniLM streams run 15-25% below prediction (its encoder layers compute "
-            "~0.8x as fast inside a stream on the 0.4-core node as its calibration says, and its 196 KB activations cross "
-            "a 20 Mbit/s link at ~85% of the cap, the cost model assumes 100%); and the slowest chains of a replicated "
-            "plan lose 10-60% when every node computes at once. "
+            "start-up measurement by up to 30%; a receiving hop of a multi-hop stream on a 0.2-core node computes up to "
+            "30% slower than its span alone; the slowest chains of a replicated plan lose 10-60% when every node computes "
+            "at once; and a lone request's short spans on an idle sub-core node finish within the CFS quota of their first "
+            "periods, faster than the sustained rate the cost model prices (the memory-proportional MiniLM chains' "
+            "latency). "
             "Fixed since the first runs: hops pipeline read, compute and forward; nodes calibrate in CPU seconds x their "
             "quota; a per-layer-kind speed table replaced one rate per class (each model's efficiency against the "
             "calibration, table above, was 1.18 / 1.43 / 0.81 for resnet50 / vgg16 / minilm with the class rates); "
             "pooling layers count their window operations; a node receives with a socket low-water mark "
             "(net/transport_tuning.py patch 5: 1 MiB over 20 Mbit/s cost ~65 ms of receiver CPU, now 5-11 ms); and "
             "streams keep latency / bottleneck inputs in flight (core.plan.pipeline_window; a fixed window of 4 held "
-            "a 4-hop vgg16 split at 0.87 inputs/s against 1.48 predicted).",
+            "a 4-hop vgg16 split at 0.87 inputs/s against 1.48 predicted); nodes measure and advertise their frame "
+            "handling per input (net/frame_cost.py: ~10 ms + 25 ms/MiB on a 0.2-core node, priced in every hop's stage) "
+            "and the CPU their own background work takes as load (load_monitor.py: 1-11% of their quota).",
             "", "![throughput](img/testbed_throughput.png)", "", "![prediction](img/testbed_prediction.png)", ""]
     for res in results:
         if res.get("error") or res.get("errors"):
