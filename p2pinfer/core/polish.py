@@ -3,8 +3,9 @@
 Each round looks only at the current bottleneck term (a hop's stage or a transfer's bandwidth
 part) and tries the moves that can lower it: move a cut by one layer, hand the hop to the best
 unused peer, trade peers with another hop, split the hop with an unused peer, or merge it with
-a neighbour (on either's peer: with frame costs, one hop fewer can be cheaper). A move is taken when the chain's terms, sorted
-from largest, get lexicographically smaller, so ties at the top are worked off one at a time.
+a neighbour (on either's peer: with frame costs, one hop fewer can be cheaper). A move is taken
+when the chain's terms, sorted from largest, get lexicographically smaller, so ties at the top
+are worked off one at a time.
 Deterministic, and every chain it returns is valid under the cost model. Stages include the
 hops' frame handling (costs.CostModel.frame_cost), so the planner also polishes the chain its
 frame-free search found under the full cost model.
