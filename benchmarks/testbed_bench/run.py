@@ -55,8 +55,8 @@ def compute_check(tb: Testbed, swarm: TestbedSwarm, records: list[dict[str, Any]
 
 
 def run_requester(tb: Testbed, swarm: TestbedSwarm, job: dict[str, Any], store: ModelStore, timeout: float) -> dict[str, Any]:
-    dev = tb.device("requester")
-    link = f"{dev.up_mbps or 1000},{dev.down_mbps or 1000},{dev.latency_ms}"
+    fields = tb.device("requester").node_config_fields()  # the requester advertises its goodput as nodes do
+    link = f"{fields.get('up_mbps', 1000)},{fields.get('down_mbps', 1000)},{fields['latency_ms']}"
     path = tb.log_dir / f"job-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(job))
     boot = [a for n in swarm.nodes for a in ("--bootstrap", swarm.addr(n))]  # any live node will do

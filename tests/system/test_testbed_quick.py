@@ -25,9 +25,10 @@ import pytest
 
 from benchmarks.testbed import FALLBACK, Testbed, TestbedUnavailable
 from benchmarks.testbed.preflight import check_environment
+from benchmarks.testbed.profile import goodput_mbps
 from benchmarks.testbed_bench.efficiency import in_worker_thread
 from benchmarks.testbed_bench.swarm import TestbedSwarm, node_config
-from p2pinfer.config import load_node_config, resolve_resources
+from p2pinfer.config import DEFAULT_LINK, load_node_config, resolve_resources
 from p2pinfer.models import profiling, zoo
 from p2pinfer.models.calibrate import benchmark
 from p2pinfer.models.local_run import run_local
@@ -42,7 +43,8 @@ CI = ROOT / "benchmarks" / "testbed" / "profiles" / "ci-quick.toml"
 @pytest.mark.parametrize("profile", ["iot4", "iot8", "ci-quick"])
 def test_node_configs_carry_the_device_class_and_leave_compute_to_the_node(tmp_path: Path, profile: str) -> None:
     """Every machine: the generated configs load through p2pinfer's own validator and advertise
-    exactly the class's memory/links/latency; compute is not configured (the node measures it)."""
+    the class's memory, latency and the TCP goodput of its link caps; compute is not configured
+    (the node measures it)."""
     tb = Testbed(ROOT / "benchmarks" / "testbed" / "profiles" / f"{profile}.toml")  # not brought up
     for name in tb.nodes:
         path = tmp_path / f"{name}.toml"
@@ -51,7 +53,9 @@ def test_node_configs_carry_the_device_class_and_leave_compute_to_the_node(tmp_p
         assert config.resources.gflops is None and config.resources.compute_threads == 1
         assert config.emulation.compute_slowdown == 1 and config.emulation.up_mbps is None  # the kernel shapes
         adv = resolve_resources(config, measured_gflops=12.5, measured_by_class={"conv": 13.0})
-        assert (adv.up_mbps, adv.down_mbps, adv.latency_ms) == (device.up_mbps, device.down_mbps, device.latency_ms)
+        caps = (device.up_mbps, device.down_mbps)  # a capped link advertises its TCP goodput
+        assert [adv.up_mbps, adv.down_mbps] == [goodput_mbps(c) if c else d for c, d in zip(caps, DEFAULT_LINK)]
+        assert adv.latency_ms == device.latency_ms
         assert adv.gflops == 12.5 and config.emulation.latency_ms == (device.latency_ms or None)
         if device.mem_mb is not None:
             assert adv.mem_bytes == device.mem_mb * 1024 * 1024
