@@ -36,11 +36,11 @@ from multiaddr import Multiaddr
 from benchmarks._report import machine_line, write_section
 from p2pinfer.core import hop as hopm
 from p2pinfer.core import wire
-from p2pinfer.core.circuit import CircuitMachine, HopSpec
 from p2pinfer.core.commitments import activation_digest
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.crypto.link import LinkEnd, new_link_key, open_frame, seal_frame
 from p2pinfer.errors import NetworkError, WireError
+from p2pinfer.net.frame_cost import one_hop_pair
 from p2pinfer.net.framing import read_frame, write_frame
 from p2pinfer.net.host import make_host
 from p2pinfer.net.transport_tuning import stock_libp2p
@@ -53,18 +53,6 @@ STOCK_PROTO = "/p2pinfer/bench-stock/1.0.0"
 TARGET_1MIB_MS = 10.0
 LIMIT = wire.MAX_ACTIVATION_FRAME
 T = TypeVar("T")
-
-
-def _pair() -> tuple[CircuitMachine, hopm.HopMachine]:
-    """A 1-hop circuit set up with the pure machines (assignment sealing included)."""
-    req, hop = Identity.generate(), Identity.generate()
-    circuit = CircuitMachine(req, model_id="ab" * 32, hops=[HopSpec(hop.peer_id, (), 0, 1)], requester_addrs=(),
-                             now_ms=int(time.time() * 1000), ttl_ms=3_600_000)
-    machine = hopm.HopMachine(hop)
-    (_, data), = circuit.assign_requests()
-    prep = machine.on_assign(data, now_ms=int(time.time() * 1000))
-    circuit.on_reply(hop.peer_id, wire.encode(machine.span_ready(prep.assignment.circuit_id).message))
-    return circuit, machine
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -158,7 +146,7 @@ async def _hosts_run(body: Callable[..., Awaitable[T]]) -> T:
 
 
 async def _measure(nbytes: int, reps: int) -> dict[str, float]:
-    circuit, machine = _pair()
+    circuit, machine = one_hop_pair(ttl_ms=3_600_000)
     act = _activation(nbytes)
     now = int(time.time() * 1000) + 1
 

@@ -59,10 +59,14 @@ def _missing_bytes(peer: PeerSpec, profile: ModelProfile) -> list[int]:
     return [0 if _layer_held(peer, profile, lay.weights_hash) else lay.param_bytes for lay in profile.layers]
 
 
+def _derate(peers: Sequence[PeerSpec]) -> np.ndarray:
+    """(P,) the share of each peer's advertised speed we expect: (1 - load) * reputation."""
+    return np.array([(1.0 - p.load) * p.reputation for p in peers], dtype=float)
+
+
 def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
     """(P, L) expected seconds of each layer on each peer (kind or class speeds, load, reputation)."""
-    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
-    return advertised_seconds(profile.layers, peers) / derate[:, None]
+    return advertised_seconds(profile.layers, peers) / _derate(peers)[:, None]
 
 
 def advertised_seconds(layers: Sequence[LayerProfile], peers: Sequence[PeerSpec]) -> np.ndarray:
@@ -296,7 +300,7 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
             fetch[:, 1:] = np.cumsum(8.0 * missing / link[:, None], axis=1) / options.amortize_requests
     params = np.concatenate([[0], np.cumsum([lay.param_bytes for lay in profile.layers])]).astype(np.int64)
     bits = 8.0 * np.array([profile.input_bytes] + [lay.out_bytes for lay in profile.layers], dtype=float)
-    derate = np.array([(1.0 - p.load) * p.reputation for p in peers])
+    derate = _derate(peers)
     return CostModel(
         profile=profile, peers=peers, excluded=excluded, compute=compute, fetch=fetch, params=params,
         mem=np.array([p.mem_bytes for p in peers], dtype=np.int64),
@@ -305,6 +309,6 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
         inv_down=np.array([1.0 / (p.down_mbps * 1e6) for p in peers]),
         bits=bits, req_lat=req.latency_ms / 1000.0,
         req_inv_up=1.0 / (req.up_mbps * 1e6), req_inv_down=1.0 / (req.down_mbps * 1e6),
-        frame_s=np.array([p.frame_ms / 1000.0 for p in peers]).reshape(P) / derate if P else None,
-        frame_s_per_bit=np.array([p.frame_ms_per_mib / 1000.0 / (8 * 2**20) for p in peers]).reshape(P) / derate if P else None,
+        frame_s=np.array([p.frame_ms / 1000.0 for p in peers], dtype=float) / derate,
+        frame_s_per_bit=np.array([p.frame_ms_per_mib / 1000.0 / (8 * 2**20) for p in peers], dtype=float) / derate,
     )

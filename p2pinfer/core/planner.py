@@ -110,9 +110,8 @@ def _plan_throughput(cm: CostModel, options: PlannerOptions) -> Plan:
     # baselines (the best single peer among them) compete too; ties go to the lower latency
     candidates = [res.spans, polish(cm, res.spans), *incumbents()]
     spans = min(candidates, key=lambda c: (cm.bottleneck_s(c), cm.latency_s(c)))
-    found = cm.evaluate(spans, "throughput")
     return cm.evaluate(spans, "throughput", lower_bound=res.lower_bound,
-                       optimal=found.bottleneck_s <= res.lower_bound * (1 + 1e-9))
+                       optimal=cm.bottleneck_s(spans) <= res.lower_bound * (1 + 1e-9))
 
 
 def plan_with_costs(cm: CostModel, snapshot: SwarmSnapshot, objective: str, options: PlannerOptions) -> Plan:

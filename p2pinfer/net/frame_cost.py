@@ -69,6 +69,31 @@ def scaled(fixed_cpu_ms: float, per_mib_cpu_ms: float, cores: float, *, from_cac
     return FrameCost(max(fixed_cpu_ms, floor) / cores, max(per_mib_cpu_ms, floor) / cores, from_cache)
 
 
+def _frame_limit(nbytes: int) -> int:
+    """A frame size limit comfortably above a sealed activation of `nbytes` and its commitment."""
+    return 4 * nbytes + (64 << 10)
+
+
+def one_hop_pair(*, ttl_ms: int = 600_000) -> tuple[Any, Any]:
+    """(CircuitMachine, HopMachine) of a one-hop circuit set up with the pure machines alone
+    (assignment sealed, accepted and acknowledged), fresh identities: frames from the first
+    open on the second. Also used by benchmarks/bench_hop.py."""
+    from p2pinfer.core import hop as hopm
+    from p2pinfer.core import wire
+    from p2pinfer.core.circuit import CircuitMachine, HopSpec
+    from p2pinfer.crypto.identity import Identity
+
+    requester, hop = Identity.generate(), Identity.generate()
+    now = int(time.time() * 1000)
+    circuit = CircuitMachine(requester, model_id="00" * 32, hops=[HopSpec(hop.peer_id, (), 0, 1)],
+                             requester_addrs=(), now_ms=now, ttl_ms=ttl_ms)
+    machine = hopm.HopMachine(hop)
+    (_, data), = circuit.assign_requests()
+    prep = machine.on_assign(data, now_ms=now)
+    circuit.on_reply(hop.peer_id, wire.encode(machine.span_ready(prep.assignment.circuit_id).message))
+    return circuit, machine
+
+
 def _hop_side(nbytes: int, reps: int, events: dict[str, threading.Event], addr: dict[str, Any],
               out: list[float]) -> None:
     """Thread body: a host serving the measurement protocol; appends the thread CPU ms per input,
@@ -88,7 +113,7 @@ async def _serve_hop(nbytes: int, reps: int, events: dict[str, threading.Event],
 
     machine, identity, client_id = addr["machine"], addr["hop_identity"], addr["client_id"]
     host = make_host(identity.libp2p_key_pair())
-    limit = 4 * nbytes + (64 << 10)
+    limit = _frame_limit(nbytes)
 
     async def handler(stream: Any) -> None:
         report = await host.new_stream(ID.from_base58(client_id), [_REPORT])
@@ -127,7 +152,7 @@ async def _client(nbytes: int, reps: int, addr: dict[str, Any], frames: list[byt
     from p2pinfer.net.host import make_host
 
     host = make_host(addr["client_identity"].libp2p_key_pair())
-    limit = 4 * nbytes + (64 << 10)
+    limit = _frame_limit(nbytes)
 
     async def drain(stream: Any) -> None:
         for _ in range(reps):
@@ -146,19 +171,8 @@ async def _client(nbytes: int, reps: int, addr: dict[str, Any], frames: list[byt
 
 def _one_size(nbytes: int, reps: int) -> float:
     """Median hop-side thread CPU ms per input at activations of `nbytes` (after 3 warm-up inputs)."""
-    from p2pinfer.core import hop as hopm
-    from p2pinfer.core import wire
-    from p2pinfer.core.circuit import CircuitMachine, HopSpec
-    from p2pinfer.crypto.identity import Identity
-
-    client, hop = Identity.generate(), Identity.generate()
-    now = int(time.time() * 1000)
-    circuit = CircuitMachine(client, model_id="00" * 32, hops=[HopSpec(hop.peer_id, (), 0, 1)], requester_addrs=(),
-                             now_ms=now, ttl_ms=600_000)
-    machine = hopm.HopMachine(hop)
-    (_, data), = circuit.assign_requests()
-    prep = machine.on_assign(data, now_ms=now)
-    circuit.on_reply(hop.peer_id, wire.encode(machine.span_ready(prep.assignment.circuit_id).message))
+    circuit, machine = one_hop_pair()
+    client, hop = circuit.requester, machine.identity
     act = {"x": np.random.default_rng(0).standard_normal(nbytes // 4).astype(np.float32)}
     warm = 3
     frames = [circuit.input_frame(act)[1] for _ in range(warm + reps)]
