@@ -218,27 +218,32 @@ class Node(ServiceContext):
             logger.exception("DHT publish failed")
         self.dht_published.set()
 
-    async def _republish_loop(self) -> None:
-        """Publish now, then every republish_s or as soon as load/holdings change (the DHT
-        copy: every republish_s, and when holdings change).
-
-        A node that knows no peer yet (the first of a swarm) waits for its first peer before
-        the first DHT publish: a put into an empty routing table stores nothing remotely."""
+    async def _first_dht_publish(self) -> None:
+        """The first DHT publish. A node that knows no peer yet (the first of a swarm) waits for
+        its first peer: a put into an empty routing table stores nothing remotely."""
         if not self.peers():
             with trio.move_on_after(self.settings.republish_s):
                 await self.discovery.wait_changed()
         if self.settings.dht_publish:
             await trio.sleep(random.uniform(0, min(self.settings.dht_jitter_s, self.settings.republish_s)))
         await self._publish_dht()
-        while True:
-            with trio.move_on_after(self.settings.republish_s) as periodic:
-                await self._republish_now.wait()
-            self._republish_now = trio.Event()
-            self._sign()
-            await self._push_to_some_peers()
-            if periodic.cancelled_caught or self._dht_due:
-                self._dht_due = False
-                await self._publish_dht()
+
+    async def _republish_loop(self) -> None:
+        """Re-sign and push every republish_s, or at once when load/holdings change, also while
+        the first DHT publish still waits for a peer; the DHT copy follows every republish_s and
+        when holdings change."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._first_dht_publish)
+            while True:
+                with trio.move_on_after(self.settings.republish_s) as periodic:
+                    await self._republish_now.wait()
+                self._republish_now = trio.Event()
+                self._sign()
+                await self._push_to_some_peers()
+                # before the first publish is done, it carries the current record itself
+                if (periodic.cancelled_caught or self._dht_due) and self.dht_published.is_set():
+                    self._dht_due = False
+                    await self._publish_dht()
 
     async def _push_to_some_peers(self) -> None:
         """Push-pull with a few peers so a change spreads without waiting for their next round."""
