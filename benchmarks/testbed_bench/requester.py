@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import trio
 
@@ -134,32 +135,44 @@ async def bench_model(req: Requester, snapshot: SwarmSnapshot, addrs: Any, model
     return out
 
 
-def steady_replicated(done_at: tuple[float, ...], last_dispatch: float) -> float:
-    """Results per second while every chain was busy: after the first quarter of the results
-    and until the queue ran dry (after it, chains go idle one by one). Short streams: after the
-    first quarter to the end."""
-    skip = max(2, len(done_at) // 4)
-    if len(done_at) - skip < 2:
-        return float("nan")
-    t0 = done_at[skip]
-    inside = [t for t in done_at[skip + 1:] if t <= last_dispatch]
-    if len(inside) >= 2:
-        return len(inside) / (inside[-1] - t0)
-    return (len(done_at) - 1 - skip) / (done_at[-1] - t0)
+def steady_replicated(done_at: Sequence[float], done_by: Sequence[int], last_dispatch: float) -> float:
+    """The stream's steady rate: the sum over chains of each chain's own rate, measured between
+    its consecutive results while the queue still held inputs (every chain busy). Counting all
+    arrivals in a common window instead is skewed by where that window cuts the slow chains'
+    few results (one result of a 0.15-input/s chain more or less moved it by 20%). A chain with
+    fewer than two results in that span counts with its results over its whole time."""
+    total = 0.0
+    for chain in sorted(set(done_by)):
+        times = [t for t, c in zip(done_at, done_by) if c == chain]
+        busy = [t for t in times if t <= last_dispatch]
+        if len(busy) >= 2:  # the first result ends the pipeline fill: the gaps after it are steady
+            total += (len(busy) - 1) / (busy[-1] - busy[0])
+        elif len(times) >= 2:
+            total += (len(times) - 1) / (times[-1] - times[0])
+        else:
+            total += len(times) / times[-1]
+    return total
+
+
+def replicated_inputs(rates_rps: Sequence[float], frames: int, *, per_chain: int = 5, cap: int = 200) -> int:
+    """Inputs for a replicated run: enough that the slowest chain gets `per_chain` of them
+    (inputs go to chains in proportion to their rates), at least `frames`, at most `cap`."""
+    total, slowest = sum(rates_rps), min(rates_rps)
+    return min(cap, max(frames, math.ceil(per_chain * total / slowest)))
 
 
 async def bench_replicated(req: Requester, manifest: Any, profile: Any, snapshot: SwarmSnapshot, acts: Any, addrs: Any,
                            frames: int) -> dict[str, Any]:
     """The replicated plan streamed over all its chains at once (pull-based, net/replicated_run.py);
-    at least 5 inputs per chain so that every chain reaches its steady state."""
+    at least 5 inputs on the slowest chain so that every chain reaches its steady state."""
     rp = plan_replicated(profile, snapshot, options=OPTIONS, replicas=REPLICAS)
-    count = max(frames, 5 * len(rp.chains))
+    count = replicated_inputs(rp.rates_rps, frames)
     say(f"{manifest.name} throughput replicated: {len(rp.chains)} chain(s), predicted {rp.throughput_rps:.2f} rps "
         f"(bound {rp.upper_bound_rps:.2f}), {count} inputs")
     run = await run_replicated(req.client, plan=rp, manifest=manifest, inputs=[acts] * count, peer_addrs=addrs)
-    measured = {"throughput_rps": steady_replicated(run.done_at_s, run.last_dispatch_s),
+    measured = {"throughput_rps": steady_replicated(run.done_at_s, run.done_by, run.last_dispatch_s),
                 "overall_rps": count / run.done_at_s[-1], "setup_ms": run.setup_ms, "wall_s": run.wall_s,
-                "done_at_s": list(run.done_at_s), "last_dispatch_s": run.last_dispatch_s,
+                "done_at_s": list(run.done_at_s), "done_by": list(run.done_by), "last_dispatch_s": run.last_dispatch_s,
                 "stream_latency_ms": statistics.median(run.latency_ms), "frames": count,
                 "requester_cpu_ms_per_input": run.requester_cpu_s / count * 1000,
                 "chains": [{"inputs": c.inputs, "error": c.error, "predicted_rps": c.predicted_rps,

@@ -66,6 +66,7 @@ class ReplicatedRun:
     setup_ms: float  # every circuit opened (concurrently)
     wall_s: float  # setup + all inputs + teardown
     done_at_s: tuple[float, ...]  # arrival of each result (arrival order), seconds after streaming began
+    done_by: tuple[int, ...]  # the chain of each of those results (arrival order)
     last_dispatch_s: float  # when the queue ran dry (after it, chains go idle one by one)
     requester_cpu_s: float  # this process's CPU time while streaming (encode, seal, send, receive)
 
@@ -78,6 +79,7 @@ class _Queue:
         self.count = count
         self.results: dict[int, tuple[Result, float, int]] = {}  # index -> (result, latency s, chain)
         self.done_at: list[float] = []
+        self.done_by: list[int] = []
         self.changed = trio.Event()
         self.listeners: list[Callable[[], None]] = []  # chains waiting for news
         self.failed = False
@@ -138,6 +140,7 @@ class _Queue:
             return False
         self.results[idx] = (result, latency_s, chain)
         self.done_at.append(time.perf_counter() - self.t0)
+        self.done_by.append(chain)
         self.poke()
         return True
 
@@ -354,7 +357,8 @@ async def run_replicated(client: CircuitClient, *, plan: ReplicatedPlan, manifes
     order = range(len(inputs))
     return ReplicatedRun(tuple(queue.results[i][0].act for i in order), tuple(queue.results[i][1] * 1000 for i in order),
                          tuple(queue.results[i][2] for i in order), tuple(_stats(c) for c in chains), setup_ms,
-                         time.perf_counter() - t0, tuple(queue.done_at), queue.last_dispatch, cpu_s)
+                         time.perf_counter() - t0, tuple(queue.done_at), tuple(queue.done_by), queue.last_dispatch,
+                         cpu_s)
 
 
 async def _serve_until_last(chain: _Chain, live: list[_Chain], queue: _Queue, inputs: Sequence[Activation],
