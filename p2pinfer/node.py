@@ -33,7 +33,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
-from p2pinfer.core.records import CapabilityRecord
+from p2pinfer.core.records import MAX_PERIOD_MS, CapabilityRecord
 from p2pinfer.crypto.identity import Identity
 from p2pinfer.service import ServiceContext
 from p2pinfer.errors import P2PInferError
@@ -46,6 +46,7 @@ from p2pinfer.net.mdns import MdnsBridge
 from p2pinfer.net.record_cache import RecordCache
 from p2pinfer.net.record_validator import P2PInferValidator
 from p2pinfer.config import NodeConfig, resolve_resources
+from p2pinfer.models.cpu_quota import QuotaUnknown, cgroup_cpu_limit
 from p2pinfer.net.settings import NodeSettings, settings_from_config
 
 logger = logging.getLogger(__name__)
@@ -271,10 +272,10 @@ def _resolve(
 
 def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
     """What a configured node advertises: compute and frame handling measured by real
-    micro-benchmarks (cached in the data dir) unless [resources].gflops overrides them, then
-    emulation/adversary applied."""
+    micro-benchmarks (cached in the data dir) and the CPU quota it runs under, unless
+    [resources].gflops overrides them, then emulation/adversary applied."""
     by_kind: dict[str, float] = {}
-    frames = None
+    frames, quota = None, (0.0, 0.0)
     if config.resources.gflops is not None:
         gflops, by_class = config.resources.gflops, {}
     else:
@@ -284,6 +285,7 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         calibration = measure_compute(threads=config.resources.compute_threads, cache_path=cache)
         gflops, by_class, by_kind = calibration.gflops, dict(calibration.by_class), dict(calibration.by_kind)
         frames = _frame_cost(data_dir)
+        quota = _cpu_quota_ms()
     adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class, measured_by_kind=by_kind)
     return Capability(
         gflops=adv.gflops,
@@ -295,7 +297,22 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         latency_ms=adv.latency_ms,
         frame_ms=frames.fixed_ms if frames else 0.0,
         frame_ms_per_mib=frames.ms_per_mib if frames else 0.0,
+        cpu_quota_ms=quota[0],
+        cpu_period_ms=quota[1],
     )
+
+
+def _cpu_quota_ms() -> tuple[float, float]:
+    """(quota, period) in ms of the CPU quota this process runs under when it is less than a core,
+    else (0, 0): planners then price a lone request's short work at full core speed (core/costs.py)."""
+    try:
+        limit = cgroup_cpu_limit()
+    except QuotaUnknown as exc:
+        logger.warning("CPU quota not advertised: %s", exc)
+        return 0.0, 0.0
+    if limit is None or not 0 < limit[0] < limit[1] <= MAX_PERIOD_MS * 1000:
+        return 0.0, 0.0
+    return limit[0] / 1000.0, limit[1] / 1000.0
 
 
 def _frame_cost(data_dir: Path | None) -> FrameCost | None:

@@ -264,6 +264,7 @@ async def main(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"peers": [{"peer": p.peer_id, "gflops": p.gflops, "by_class": dict(p.gflops_by_class),
                                           "by_kind": dict(p.gflops_by_kind), "load": p.load,
                                           "frame_ms": p.frame_ms, "frame_ms_per_mib": p.frame_ms_per_mib,
+                                          "cpu_quota_ms": p.cpu_quota_ms, "cpu_period_ms": p.cpu_period_ms,
                                           "up_mbps": p.up_mbps, "down_mbps": p.down_mbps, "latency_ms": p.latency_ms,
                                           "mem_bytes": p.mem_bytes} for p in snapshot.peers], "models": []}
         for model in job.get("models", []):

@@ -2,8 +2,9 @@
 
 Only records whose signature, signer, schema and expiry verified on this machine are shown.
 `--json` prints one JSON array on stdout (fields: peer_id, addrs, gflops, gflops_by_class,
-gflops_by_kind, frame_ms, frame_ms_per_mib, mem_bytes, up_mbps, down_mbps, latency_ms, models, weights,
-load, swarm, seq, expires, verified; frame costs 0 when not advertised); otherwise a table.
+gflops_by_kind, frame_ms, frame_ms_per_mib, cpu_quota_ms, cpu_period_ms, mem_bytes, up_mbps, down_mbps,
+latency_ms, models, weights, load, swarm, seq, expires, verified; frame costs and quota 0 when not
+advertised); otherwise a table.
 """
 
 from __future__ import annotations

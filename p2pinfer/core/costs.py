@@ -15,10 +15,16 @@ A peer that does not hold a layer's weights pays 8 * param_bytes / (min(up_R, do
 once, amortised over `amortize_requests` requests. A hop on peer Y serving [a, b) also handles
 its frames, on the same CPU as its compute:
     (frame_ms_Y + frame_ms_per_mib_Y * (bytes_a + bytes_b) / 2**20) / 1000 / ((1 - load_Y) * r_Y)
-with bytes_a its input and bytes_b its output. The searches (core/bottleneck.py,
-core/chain_dp.py) run on `frame_free()` arrays, whose per-span costs are prefix-sum differences;
-every plan is priced here with the frame term, and the throughput planner polishes its chain
-under it (core/polish.py), so the searches' lower bounds stay valid.
+with bytes_a its input and bytes_b its output. A peer whose compute runs under a CPU quota of
+less than a core (cpu_quota_ms q per cpu_period_ms P, share s = q / P) runs a lone request's
+work W = compute + frames faster than that sustained rate: after idling (waiting for its input)
+it starts on a fresh period's quota at full core speed, so its expected wall time is W s when
+W <= P and W - (P - q) beyond (averaged over where in a period the work starts). Latency prices
+a hop's stage minus that saving, min(W, P) (1 - s); the pipeline bottleneck does not (a busy
+peer has no idle periods to draw on). The searches (core/bottleneck.py, core/chain_dp.py) run on
+`search_model()` arrays (no frames, no quota), whose per-span costs are prefix-sum differences;
+every plan is priced here with both terms, and the planners widen their bounds by what the
+search did not see (frames only add; a quota saves at most P - q per peer), so they stay valid.
 """
 
 from __future__ import annotations
@@ -118,24 +124,50 @@ class CostModel:
     src_inv_up: float = float("nan")
     frame_s: np.ndarray | None = None  # (P,) expected seconds of frame handling per input (None: 0)
     frame_s_per_bit: np.ndarray | None = None  # (P,) and per bit read or sent
+    quota_period_s: np.ndarray | None = None  # (P,) CPU quota period, seconds (0: no quota)
+    quota_share: np.ndarray | None = None  # (P,) quota / period (1: no quota)
 
     def __post_init__(self) -> None:
         if self.src_lat != self.src_lat:  # NaN: default to the requester
             object.__setattr__(self, "src_lat", self.req_lat)
             object.__setattr__(self, "src_inv_up", self.req_inv_up)
-        for name in ("frame_s", "frame_s_per_bit"):
+        for name in ("frame_s", "frame_s_per_bit", "quota_period_s"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.zeros(len(self.peers)))
+        if self.quota_share is None:
+            object.__setattr__(self, "quota_share", np.ones(len(self.peers)))
 
     @cached_property
     def has_frame_costs(self) -> bool:
         return bool(self.frame_s.any() or self.frame_s_per_bit.any())  # type: ignore[union-attr]
 
-    def frame_free(self) -> "CostModel":
-        """The same model without the frame term: what the searches run on (see module doc)."""
-        if not self.has_frame_costs:
+    @cached_property
+    def has_quotas(self) -> bool:
+        return bool(self.quota_period_s.any())  # type: ignore[union-attr]
+
+    @property
+    def searched_exactly(self) -> bool:
+        """The searches see every term (no frames, no quotas): their bounds are the model's."""
+        return not (self.has_frame_costs or self.has_quotas)
+
+    @cached_property
+    def max_lone_saving_s(self) -> float:
+        """The most the quota term can take off one request's latency: P - q for every peer
+        (a plan uses each peer once); what a latency bound from the search must give up."""
+        return float((self.quota_period_s * (1.0 - self.quota_share)).sum())  # type: ignore[operator]
+
+    def search_model(self) -> "CostModel":
+        """The same model without the frame and quota terms: what the searches run on (see module doc)."""
+        if self.searched_exactly:
             return self
-        return replace(self, frame_s=None, frame_s_per_bit=None)
+        return replace(self, frame_s=None, frame_s_per_bit=None, quota_period_s=None, quota_share=None)
+
+    def lone_saving(self, y: np.ndarray, work: np.ndarray) -> np.ndarray:
+        """Seconds a lone request's `work` (compute + frames, at the sustained rate) on peers `y`
+        finishes sooner on a fresh quota period: min(work, P) (1 - s); 0 without a quota."""
+        if not self.has_quotas:
+            return np.zeros(np.shape(y))
+        return np.minimum(work, self.quota_period_s[y]) * (1.0 - self.quota_share[y])  # type: ignore[index]
 
     def frame_cost(self, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Frame handling seconds of hops (y, a, b), elementwise (numpy index arrays or ints)."""
@@ -207,18 +239,19 @@ class CostModel:
         y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
         compute = (self.compute[y, b] - self.compute[y, a]).tolist()
         fetch = (self.fetch[y, b] - self.fetch[y, a]).tolist()
-        frames = self.frame_cost(y, a, b).tolist()
+        frames = self.frame_cost(y, a, b)
+        saving = self.lone_saving(y, np.array(compute) + frames).tolist()
         src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
         src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
         bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
         transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
-        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f, fr) for yy, aa, bb, c, t, f, fr
-                     in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch, frames))
+        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f, fr, sv) for yy, aa, bb, c, t, f, fr, sv
+                     in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch, frames.tolist(), saving))
         last = int(y[-1])
         out_s = self.transfer_s(last, REQUESTER, self.num_layers)
         bottleneck = max(max(h.stage_s for h in hops), float(bw_in.max()),
                          self.bandwidth_s(last, REQUESTER, self.num_layers))
-        latency = sum(h.transfer_in_s + h.stage_s for h in hops) + out_s
+        latency = sum(h.transfer_in_s + h.stage_s - h.lone_saving_s for h in hops) + out_s
         return Plan(objective, hops, out_s, latency, bottleneck, lower_bound, optimal, method)
 
     def latency_s(self, spans: Sequence[Span]) -> float:
@@ -232,14 +265,16 @@ class CostModel:
 
     def _terms(self, spans: Sequence[Span]) -> tuple[float, float]:
         y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
-        stage = ((self.compute[y, b] - self.compute[y, a]) + (self.fetch[y, b] - self.fetch[y, a])
-                 + self.frame_cost(y, a, b)).tolist()
+        work = (self.compute[y, b] - self.compute[y, a]) + self.frame_cost(y, a, b)
+        stage = (work + (self.fetch[y, b] - self.fetch[y, a])).tolist()
+        saving = self.lone_saving(y, work).tolist()
         src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
         src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
         bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
         transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
         last = int(y[-1])
-        latency = sum(t + s for t, s in zip(transfer_in, stage)) + self.transfer_s(last, REQUESTER, self.num_layers)
+        latency = (sum(t + s - sv for t, s, sv in zip(transfer_in, stage, saving))
+                   + self.transfer_s(last, REQUESTER, self.num_layers))
         bottleneck = max(max(stage), float(bw_in.max()), self.bandwidth_s(last, REQUESTER, self.num_layers))
         return latency, bottleneck
 
@@ -260,7 +295,8 @@ def restrict(cm: CostModel, keep: Sequence[int]) -> CostModel:
     k = np.array(keep, dtype=np.int64)
     return replace(cm, peers=tuple(cm.peers[i] for i in keep), compute=cm.compute[k], fetch=cm.fetch[k],
                    mem=cm.mem[k], lat=cm.lat[k], inv_up=cm.inv_up[k], inv_down=cm.inv_down[k],
-                   frame_s=cm.frame_s[k], frame_s_per_bit=cm.frame_s_per_bit[k])  # type: ignore[index]
+                   frame_s=cm.frame_s[k], frame_s_per_bit=cm.frame_s_per_bit[k],  # type: ignore[index]
+                   quota_period_s=cm.quota_period_s[k], quota_share=cm.quota_share[k])  # type: ignore[index]
 
 
 def suffix(cm: CostModel, a: int, prev: int, keep: Sequence[int]) -> CostModel:
@@ -311,4 +347,6 @@ def build_costs(profile: ModelProfile, snapshot: SwarmSnapshot, options: Planner
         req_inv_up=1.0 / (req.up_mbps * 1e6), req_inv_down=1.0 / (req.down_mbps * 1e6),
         frame_s=np.array([p.frame_ms / 1000.0 for p in peers], dtype=float) / derate,
         frame_s_per_bit=np.array([p.frame_ms_per_mib / 1000.0 / (8 * 2**20) for p in peers], dtype=float) / derate,
+        quota_period_s=np.array([p.cpu_period_ms / 1000.0 for p in peers], dtype=float),
+        quota_share=np.array([p.cpu_quota_ms / p.cpu_period_ms if p.cpu_period_ms else 1.0 for p in peers], dtype=float),
     )

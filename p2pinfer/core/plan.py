@@ -50,7 +50,9 @@ class Hop:
     full transfer of this hop's input (latency + bandwidth); weight_fetch_s is the one-time
     weight transfer already divided by amortize_requests (0 when the peer holds the weights);
     frame_s is the peer's advertised cost of handling one input's frames (its input in, its
-    output and commitment out), which competes with compute for the same CPU.
+    output and commitment out), which competes with compute for the same CPU; lone_saving_s is
+    how much sooner a lone request's compute and frames finish on a fresh CPU-quota period
+    (core/costs.py): latency counts stage_s minus it, the pipeline bottleneck stage_s.
     """
 
     peer_id: str
@@ -60,6 +62,7 @@ class Hop:
     transfer_in_s: float
     weight_fetch_s: float = 0.0
     frame_s: float = 0.0
+    lone_saving_s: float = 0.0
 
     @property
     def stage_s(self) -> float:
@@ -113,6 +116,7 @@ class Plan:
                     "transfer_in_s": h.transfer_in_s,
                     "weight_fetch_s": h.weight_fetch_s,
                     "frame_s": h.frame_s,
+                    "lone_saving_s": h.lone_saving_s,
                 }
                 for h in self.hops
             ],

@@ -4,7 +4,7 @@ Peers file (the `p2pinfer plan --peers-file` contract; optional fields marked ?)
     {"requester": {"up_mbps", "down_mbps", "latency_ms"},
      "peers": [{"id", "gflops", "mem_bytes", "up_mbps", "down_mbps", "latency_ms",
                 "reputation"?, "load"?, "gflops_by_class"?, "gflops_by_kind"?, "holds"?,
-                "frame_ms"?, "frame_ms_per_mib"?}]}
+                "frame_ms"?, "frame_ms_per_mib"?, "cpu_quota_ms"?, "cpu_period_ms"?}]}
 `holds` lists layer weight hashes, or a model name / id meaning all of that model's layers.
 
 Profile file: {"name", "model_id", "input_bytes", "layers": [{"index"?, "kind", "flops",
@@ -25,7 +25,7 @@ from .snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 _LINK = ("up_mbps", "down_mbps", "latency_ms")
 _PEER_REQUIRED = ("id", "gflops", "mem_bytes", *_LINK)
 _PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "gflops_by_kind", "holds", "addrs", "frame_ms",
-                  "frame_ms_per_mib")
+                  "frame_ms_per_mib", "cpu_quota_ms", "cpu_period_ms")
 _LAYER_REQUIRED = ("kind", "flops", "param_bytes", "out_bytes")
 _LAYER_OPTIONAL = ("index", "flops_by_class", "weights_hash")
 
@@ -85,6 +85,10 @@ def _peer(obj: Any, where: str) -> PeerSpec:
     load = _num(d, "load", where) if "load" in d else 0.0
     if not load < 1:
         raise ConfigError(f"{where}.load must be in [0, 1), got {load!r}")
+    quota = tuple(float(_num(d, k, where)) if k in d else 0.0 for k in ("cpu_quota_ms", "cpu_period_ms"))
+    if quota != (0.0, 0.0) and not 0 < quota[0] < quota[1]:
+        raise ConfigError(f"{where}: cpu_quota_ms and cpu_period_ms must come together with "
+                          f"0 < cpu_quota_ms < cpu_period_ms, got {quota[0]!r} and {quota[1]!r}")
     return PeerSpec(
         d["id"], float(_num(d, "gflops", where, positive=True)), _num(d, "mem_bytes", where, integer=True),
         float(_num(d, "up_mbps", where, positive=True)), float(_num(d, "down_mbps", where, positive=True)),
@@ -92,7 +96,8 @@ def _peer(obj: Any, where: str) -> PeerSpec:
         reputation=float(rep), load=float(load), holds=frozenset(_strings(d, "holds", where)),
         addrs=_strings(d, "addrs", where), gflops_by_kind=_kind_map(d, where),
         frame_ms=float(_num(d, "frame_ms", where)) if "frame_ms" in d else 0.0,
-        frame_ms_per_mib=float(_num(d, "frame_ms_per_mib", where)) if "frame_ms_per_mib" in d else 0.0)
+        frame_ms_per_mib=float(_num(d, "frame_ms_per_mib", where)) if "frame_ms_per_mib" in d else 0.0,
+        cpu_quota_ms=quota[0], cpu_period_ms=quota[1])
 
 
 def snapshot_from_json(data: Any, where: str = "peers file") -> SwarmSnapshot:

@@ -66,30 +66,31 @@ def _no_chain(cm: CostModel) -> InfeasiblePlanError:
 
 def _plan_latency(cm: CostModel, options: PlannerOptions) -> Plan:
     kw = dict(budget=options.search_budget, max_critical=options.max_critical)
-    search = cm.frame_free()  # its bounds hold with frames too; every candidate is priced by cm
+    search = cm.search_model()  # every candidate is priced by cm
+    slack = cm.max_lone_saving_s  # what quotas can take off; frames only add
     res = dssr(search, "sum", **kw)
     if res.spans is None and res.optimal:
         raise _no_chain(cm)
-    if res.optimal and not cm.has_frame_costs:
+    if res.optimal and cm.searched_exactly:
         return cm.evaluate(res.spans, "latency", lower_bound=res.lower_bound, optimal=True)
-    # budget hit, or frame costs the search did not see: the search's path competes with the
-    # baselines (the single best peer pays one hop's frames); on a budget hit, peers that cannot
-    # beat the best of them are dropped and the exact search runs again on the rest
+    # budget hit, or frame / quota terms the search did not see: the search's path competes with
+    # the baselines (the single best peer pays one hop's frames); on a budget hit, peers that
+    # cannot beat the best of them are dropped and the exact search runs again on the rest
     found = [cm.evaluate(res.spans, "latency")] if res.spans is not None else []
     found += [p for p in baseline_plans(cm, "latency").values() if p is not None]
     if not found:
         raise PlanError("search budget exhausted before a plan was found; raise PlannerOptions.search_budget")
     best = cm.evaluate(plan_spans(cm, min(found, key=lambda p: p.predicted_latency_s)), "latency")
-    lower = res.lower_bound
-    keep = [int(y) for y in np.flatnonzero(peer_bounds(search, "sum") <= best.predicted_latency_s * (1 + 1e-9))]
+    lower = res.lower_bound - slack
+    keep = [int(y) for y in np.flatnonzero(peer_bounds(search, "sum") - slack <= best.predicted_latency_s * (1 + 1e-9))]
     if not res.optimal and len(keep) < cm.num_peers:
         sub = dssr(restrict(search, keep), "sum", **kw)
-        lower = max(lower, min(sub.lower_bound, best.predicted_latency_s))
+        lower = max(lower, min(sub.lower_bound - slack, best.predicted_latency_s))
         if sub.spans is not None:
             cand = cm.evaluate(tuple((keep[y], a, b) for y, a, b in sub.spans), "latency")
             if cand.predicted_latency_s <= best.predicted_latency_s:
                 best = cand
-        if sub.optimal and not cm.has_frame_costs:
+        if sub.optimal and cm.searched_exactly:
             lower = best.predicted_latency_s
     optimal = best.predicted_latency_s <= lower * (1 + 1e-9)
     return cm.evaluate(plan_spans(cm, best), "latency", lower_bound=min(lower, best.predicted_latency_s), optimal=optimal)
@@ -99,12 +100,12 @@ def _plan_throughput(cm: CostModel, options: PlannerOptions) -> Plan:
     def incumbents() -> list[tuple[Span, ...]]:
         return [plan_spans(cm, p) for p in baseline_plans(cm, "throughput").values() if p is not None]
 
-    res = search_bottleneck(cm.frame_free(), options, incumbents)  # its lower bound holds with frames too
+    res = search_bottleneck(cm.search_model(), options, incumbents)  # its bound holds with frames too; quotas leave it alone
     if res.spans is None:
         if res.optimal:
             raise _no_chain(cm)
         raise PlanError("search budget exhausted before an elementary plan was found; raise search_budget")
-    if not cm.has_frame_costs:
+    if not cm.has_frame_costs:  # the quota term is latency's only
         return cm.evaluate(res.spans, "throughput", lower_bound=res.lower_bound, optimal=res.optimal)
     # frame costs favour fewer hops, which polish (it moves cuts and peers) cannot reach: the
     # baselines (the best single peer among them) compete too; ties go to the lower latency

@@ -11,7 +11,8 @@ Ed25519's unique signatures this gives every valid record exactly one byte encod
 can relay a valid record in a second spelling (caches and DHT select may compare bytes).
 Optional fields, each absent rather than empty or zero (which would be a second spelling of the
 same record): `gflops_by_kind` when the peer has no per-kind speeds; `frame_ms` and
-`frame_ms_per_mib` (together) when it has not measured its frame handling.
+`frame_ms_per_mib` (together) when it has not measured its frame handling; `cpu_quota_ms` and
+`cpu_period_ms` (together) when its compute is not under a CPU quota of less than a core.
 
 Checks run in this order and each failure raises RecordError(reason, message):
 oversized -> malformed-cbor (undecodable or non-canonical) -> unknown-version -> bad-schema ->
@@ -50,8 +51,10 @@ WIRE_FIELDS = frozenset(
     _FLOAT_FIELDS + _INT_FIELDS + _STR_FIELDS + _TUPLE_FIELDS + ("gflops_by_class", "key", "sig")
 )
 FRAME_FIELDS = ("frame_ms", "frame_ms_per_mib")
-OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind", *FRAME_FIELDS))
+QUOTA_FIELDS = ("cpu_quota_ms", "cpu_period_ms")
+OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind", *FRAME_FIELDS, *QUOTA_FIELDS))
 MAX_FRAME_MS = 60_000.0  # a peer that needs a minute per frame cannot serve anyone
+MAX_PERIOD_MS = 1000.0  # the longest CFS bandwidth period Linux allows
 
 
 def _bad(message: str) -> RecordError:
@@ -66,7 +69,9 @@ class CapabilityRecord:
     multiaddrs ending in /p2p/<peer_id>; `models` are model ids held, `weights` the content
     hashes of layer weights held; `load` is the busy fraction of compute in [0, 1];
     `frame_ms` / `frame_ms_per_mib` its cost of handling one input as a hop, fixed and per MiB of
-    activation read or sent, in ms of its wall time (both 0: not measured).
+    activation read or sent, in ms of its wall time (both 0: not measured); `cpu_quota_ms` per
+    `cpu_period_ms` the CPU quota its compute thread runs under when that is less than a core (a
+    cgroup CFS quota: after idling it runs that much at full core speed; both 0: no quota).
     Construction validates every value (RecordError "bad-schema"), so an invalid record can be
     neither built nor signed.
     """
@@ -89,11 +94,13 @@ class CapabilityRecord:
     gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
     frame_ms: float = 0.0
     frame_ms_per_mib: float = 0.0
+    cpu_quota_ms: float = 0.0
+    cpu_period_ms: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
             _check_uint(name, getattr(self, name))
-        for name in _FLOAT_FIELDS + FRAME_FIELDS:
+        for name in _FLOAT_FIELDS + FRAME_FIELDS + QUOTA_FIELDS:
             object.__setattr__(self, name, _as_float(name, getattr(self, name)))
         if self.version != RECORD_VERSION:
             raise RecordError("unknown-version", f"record version {self.version} is not supported")
@@ -124,6 +131,10 @@ class CapabilityRecord:
         frame = (self.frame_ms, self.frame_ms_per_mib)
         if frame != (0.0, 0.0) and not all(0 < v <= MAX_FRAME_MS for v in frame):
             raise _bad(f"frame_ms and frame_ms_per_mib must both be in (0, {MAX_FRAME_MS:.0f}] (or both absent)")
+        quota, period = self.cpu_quota_ms, self.cpu_period_ms
+        if (quota, period) != (0.0, 0.0) and not 0 < quota < period <= MAX_PERIOD_MS:
+            raise _bad(f"cpu_quota_ms and cpu_period_ms must satisfy 0 < cpu_quota_ms < cpu_period_ms <= "
+                       f"{MAX_PERIOD_MS:.0f} (or both be absent)")
         suffix = f"/p2p/{self.peer_id}"
         for addr in self.addrs:
             if not addr.startswith("/") or not addr.endswith(suffix) or addr == suffix:
@@ -232,6 +243,8 @@ def _wire_body(record: CapabilityRecord, public_key: bytes) -> dict[str, Any]:
         body["gflops_by_kind"] = dict(record.gflops_by_kind)
     if record.frame_ms:
         body.update({name: getattr(record, name) for name in FRAME_FIELDS})
+    if record.cpu_period_ms:
+        body.update({name: getattr(record, name) for name in QUOTA_FIELDS})
     body["key"] = public_key
     return body
 
@@ -306,6 +319,9 @@ def _from_wire(raw: Any) -> tuple[CapabilityRecord, bytes, bytes]:
     present = [name for name in FRAME_FIELDS if name in raw]
     if present and (len(present) != len(FRAME_FIELDS) or any(type(raw[n]) is not float for n in present)):
         raise _bad("frame_ms and frame_ms_per_mib, when present, must both be CBOR floats")
+    present = [name for name in QUOTA_FIELDS if name in raw]
+    if present and (len(present) != len(QUOTA_FIELDS) or any(type(raw[n]) is not float for n in present)):
+        raise _bad("cpu_quota_ms and cpu_period_ms, when present, must both be CBOR floats")
     key, sig = raw["key"], raw["sig"]
     if type(key) is not bytes or len(key) != 32 or type(sig) is not bytes or len(sig) != 64:
         raise _bad("key must be 32 bytes and sig 64 bytes")
@@ -336,6 +352,8 @@ def to_peer_spec(record: CapabilityRecord, *, reputation: float = 1.0) -> PeerSp
         gflops_by_kind=dict(record.gflops_by_kind),
         frame_ms=record.frame_ms,
         frame_ms_per_mib=record.frame_ms_per_mib,
+        cpu_quota_ms=record.cpu_quota_ms,
+        cpu_period_ms=record.cpu_period_ms,
         reputation=reputation,
         load=min(record.load, 0.99),
         holds=frozenset(record.weights),
@@ -353,6 +371,8 @@ def to_json_dict(record: CapabilityRecord) -> dict[str, Any]:
         "gflops_by_kind": dict(record.gflops_by_kind),
         "frame_ms": record.frame_ms,
         "frame_ms_per_mib": record.frame_ms_per_mib,
+        "cpu_quota_ms": record.cpu_quota_ms,
+        "cpu_period_ms": record.cpu_period_ms,
         "mem_bytes": record.mem_bytes,
         "up_mbps": record.up_mbps,
         "down_mbps": record.down_mbps,

@@ -25,6 +25,9 @@ class PeerSpec:
     `frame_ms_per_mib` are the peer's own cost of handling one input as a hop (read and open the
     frame, hand it to compute, seal and send the output and its commitment), fixed and per MiB
     of activation read or sent, in milliseconds of its wall time (0: not advertised).
+    `cpu_quota_ms` per `cpu_period_ms` is the CPU quota (less than a core) the peer computes
+    under: a lone request's short work runs at full core speed on a fresh period's quota, not at
+    the quota's sustained rate (core/costs.py; both 0: no quota advertised).
     """
 
     peer_id: str
@@ -41,6 +44,8 @@ class PeerSpec:
     gflops_by_kind: Mapping[str, float] = field(default_factory=dict)
     frame_ms: float = 0.0
     frame_ms_per_mib: float = 0.0
+    cpu_quota_ms: float = 0.0
+    cpu_period_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.peer_id:
@@ -56,6 +61,10 @@ class PeerSpec:
             raise ValueError(f"peer {self.peer_id}: load must be in [0, 1)")
         if not (self.frame_ms >= 0 and self.frame_ms_per_mib >= 0):
             raise ValueError(f"peer {self.peer_id}: frame_ms and frame_ms_per_mib must be >= 0")
+        quota = (self.cpu_quota_ms, self.cpu_period_ms)
+        if quota != (0.0, 0.0) and not 0 < self.cpu_quota_ms < self.cpu_period_ms:
+            raise ValueError(f"peer {self.peer_id}: cpu_quota_ms and cpu_period_ms must satisfy "
+                             "0 < cpu_quota_ms < cpu_period_ms (or both be 0)")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
         object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "holds", frozenset(self.holds))

@@ -3,7 +3,9 @@
 Why: the compute calibration (models/calibrate.py) times its kernels in CPU seconds, which other
 work on the host cannot distort, and scales that rate by the share of a core the kernel lets us
 use. A quota is read from cgroup v1 (`cpu.cfs_quota_us / cpu.cfs_period_us`) or v2 (`cpu.max`),
-the tightest along the path from our group to the root; none anywhere means unlimited.
+the tightest along the path from our group to the root; none anywhere means unlimited. The
+quota's period matters too (`cgroup_cpu_limit`): a quota of less than a core lets a thread that
+was idle run a whole period's quota at full speed, which a lone request's latency shows.
 A process in a private mount namespace may not see the cgroup file system (`ip netns exec`
 remounts /sys): then the host's view is tried through /proc/1/root (readable when privileged),
 and if our group is not the root and still no quota file can be read, `QuotaUnknown` is raised
@@ -24,19 +26,26 @@ class QuotaUnknown(Exception):
     """We are in a non-root cgroup whose quota files cannot be read from here."""
 
 
-def _v1_quota(group: Path) -> float | None:
+Limit = tuple[int, int]  # (quota, period) in microseconds
+
+
+def _v1_quota(group: Path) -> Limit | None:
     quota, period = int((group / "cpu.cfs_quota_us").read_text()), int((group / "cpu.cfs_period_us").read_text())
-    return quota / period if quota > 0 and period > 0 else None
+    return (quota, period) if quota > 0 and period > 0 else None
 
 
-def _v2_quota(group: Path) -> float | None:
+def _v2_quota(group: Path) -> Limit | None:
     fields = (group / "cpu.max").read_text().split()
-    return int(fields[0]) / int(fields[1]) if fields[0] != "max" and int(fields[1]) > 0 else None
+    return (int(fields[0]), int(fields[1])) if fields[0] != "max" and int(fields[1]) > 0 else None
 
 
-def _tightest(mount: Path, rel: str, read: Callable[[Path], float | None]) -> tuple[float | None, bool]:
+def _cores(limit: Limit) -> float:
+    return limit[0] / limit[1]
+
+
+def _tightest(mount: Path, rel: str, read: Callable[[Path], Limit | None]) -> tuple[Limit | None, bool]:
     """(smallest quota in cores on the path from `mount/rel` up to `mount` or None, any file read)."""
-    best: float | None = None
+    best: Limit | None = None
     seen = False
     path = PurePosixPath("/") / rel.lstrip("/")
     for part in [path, *path.parents]:
@@ -46,7 +55,7 @@ def _tightest(mount: Path, rel: str, read: Callable[[Path], float | None]) -> tu
             continue
         seen = True
         if quota is not None:
-            best = quota if best is None else min(best, quota)
+            best = quota if best is None else min(best, quota, key=_cores)
     return best, seen
 
 
@@ -87,10 +96,18 @@ def cgroup_cpu_quota(*, proc_cgroup: Path = PROC_CGROUP,
                      views: tuple[tuple[Path, Path], ...] = VIEWS) -> float | None:
     """This process's CPU quota in cores (e.g. 0.2), None when no cgroup limits it; QuotaUnknown
     when we sit in a non-root group whose quota no view of the file system shows."""
+    limit = cgroup_cpu_limit(proc_cgroup=proc_cgroup, views=views)
+    return None if limit is None else _cores(limit)
+
+
+def cgroup_cpu_limit(*, proc_cgroup: Path = PROC_CGROUP,
+                     views: tuple[tuple[Path, Path], ...] = VIEWS) -> Limit | None:
+    """The tightest (quota, period) in microseconds limiting this process, None when none does;
+    QuotaUnknown as `cgroup_cpu_quota`."""
     g1, g2 = _groups(proc_cgroup)
     for mounts, root in views:
         v1, v2 = _mounts(mounts, root)
-        found: list[float] = []
+        found: list[Limit] = []
         seen = False
         for mount, rel, read in ((v1, g1, _v1_quota), (v2, g2, _v2_quota)):
             if mount is not None and rel is not None:
@@ -98,7 +115,7 @@ def cgroup_cpu_quota(*, proc_cgroup: Path = PROC_CGROUP,
                 seen |= any_read
                 found += [quota] if quota is not None else []
         if seen:
-            return min(found) if found else None
+            return min(found, key=_cores) if found else None
     if any(rel not in (None, "/") for rel in (g1, g2)):
         raise QuotaUnknown(f"cgroup {g1 or g2} is not the root and no quota file of it is readable")
     return None

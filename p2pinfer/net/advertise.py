@@ -36,6 +36,8 @@ class Capability:
     load: float = 0.0
     frame_ms: float = 0.0  # frame handling per input and per MiB (core/records.py); 0: not measured
     frame_ms_per_mib: float = 0.0
+    cpu_quota_ms: float = 0.0  # CPU quota per period when under a core (core/records.py); 0: none
+    cpu_period_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.gflops > 0 and self.up_mbps > 0 and self.down_mbps > 0):
@@ -44,6 +46,9 @@ class Capability:
             raise ConfigError("capability: mem_bytes and latency_ms must be >= 0")
         if not 0 <= self.load <= 1:
             raise ConfigError(f"capability: load {self.load} must be in [0, 1]")
+        if (self.cpu_quota_ms, self.cpu_period_ms) != (0.0, 0.0) and not 0 < self.cpu_quota_ms < self.cpu_period_ms:
+            raise ConfigError(f"capability: cpu quota {self.cpu_quota_ms} ms per {self.cpu_period_ms} ms must be "
+                              "less than a core (or both 0)")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
         object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "models", tuple(self.models))
@@ -101,6 +106,8 @@ class Advertiser:
             swarm=self.swarm,
             frame_ms=cap.frame_ms,
             frame_ms_per_mib=cap.frame_ms_per_mib,
+            cpu_quota_ms=cap.cpu_quota_ms,
+            cpu_period_ms=cap.cpu_period_ms,
         )
         self.current = SignedRecord(record=record, blob=encode_signed(record, self.identity))
         return self.current

@@ -75,6 +75,20 @@ def test_frame_costs_in_the_peers_file_are_priced(files, capsys) -> None:
     assert all(h["frame_s"] >= 0.005 for h in hops)
 
 
+def test_a_cpu_quota_in_the_peers_file_shortens_predicted_latency(files, capsys) -> None:
+    peers, profile = files
+    assert main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    data = json.loads(json.dumps(PEERS))
+    for p in data["peers"]:
+        p.update(cpu_quota_ms=2.0, cpu_period_ms=10.0)
+    peers.write_text(json.dumps(data))
+    assert main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json"]) == 0
+    quota = json.loads(capsys.readouterr().out)
+    assert all(h["lone_saving_s"] > 0 for h in quota["hops"])
+    assert quota["predicted_latency_s"] < plain["predicted_latency_s"]
+
+
 def test_amortize_zero_means_weights_held(files, capsys) -> None:
     peers, profile = files
     main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json", "--amortize", "0"])
@@ -96,6 +110,8 @@ def test_amortize_zero_means_weights_held(files, capsys) -> None:
     (lambda d: d["peers"][0].update(gflops_by_kind=[2.0]), "peers[0].gflops_by_kind must be a map of layer kind"),
     (lambda d: d["peers"][0].update(frame_ms=-1.0), "peers[0].frame_ms must be >= 0"),
     (lambda d: d["peers"][1].update(frame_ms_per_mib="fast"), "peers[1].frame_ms_per_mib must be a number"),
+    (lambda d: d["peers"][0].update(cpu_quota_ms=5.0), "peers[0]: cpu_quota_ms and cpu_period_ms must come together"),
+    (lambda d: d["peers"][0].update(cpu_quota_ms=30.0, cpu_period_ms=25.0), "0 < cpu_quota_ms < cpu_period_ms"),
 ])
 def test_bad_peers_file_is_one_line_error(files, capsys, mutate, message: str) -> None:
     peers, profile = files

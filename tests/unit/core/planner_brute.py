@@ -37,6 +37,14 @@ def transfer(lat_x: float, up_x: float, lat_y: float, down_y: float, nbytes: int
     return (lat_x + lat_y) / 1000 + bw, bw
 
 
+def quota_saving(peer: PeerSpec, work: float) -> float:
+    """How much sooner a lone request's `work` ends on a fresh quota period (docs/cost-model.md)."""
+    if not peer.cpu_period_ms:
+        return 0.0
+    period = peer.cpu_period_ms / 1000
+    return min(work, period) * (1 - peer.cpu_quota_ms / peer.cpu_period_ms)
+
+
 @dataclass
 class BruteResult:
     best_latency: float
@@ -49,8 +57,9 @@ def brute_force(profile: ModelProfile, snap: SwarmSnapshot, options: PlannerOpti
     """Enumerate every chain of distinct usable peers; None when none is feasible."""
     req, L = snap.requester, profile.num_layers
     peers = [p for p in snap.peers if p.reputation >= options.exclusion_threshold]
-    stage = [[layer_seconds(p, lay) + fetch_seconds(p, req, profile, lay, options.amortize_requests)
-              for lay in profile.layers] for p in peers]
+    cpu = [[layer_seconds(p, lay) for lay in profile.layers] for p in peers]
+    stage = [[c + fetch_seconds(p, req, profile, lay, options.amortize_requests) for c, lay in zip(row, profile.layers)]
+             for p, row in zip(peers, cpu)]
     plans: list[tuple[float, float]] = []
 
     def extend(a: int, prev: PeerSpec | None, used: frozenset[int], lat: float, bott: float) -> None:
@@ -64,13 +73,14 @@ def brute_force(profile: ModelProfile, snap: SwarmSnapshot, options: PlannerOpti
                 continue
             src = (req.latency_ms, req.up_mbps) if prev is None else (prev.latency_ms, prev.up_mbps)
             t, bw = transfer(src[0], src[1], y.latency_ms, y.down_mbps, nbytes)
-            params, st = 0, 0.0
+            params, st, work = 0, 0.0, 0.0
             for b in range(a + 1, L + 1):
                 params += profile.layers[b - 1].param_bytes
                 if params > y.mem_bytes:
                     break
                 st += stage[j][b - 1]
-                extend(b, y, used | {j}, lat + t + st, max(bott, bw, st))
+                work += cpu[j][b - 1]
+                extend(b, y, used | {j}, lat + t + st - quota_saving(y, work), max(bott, bw, st))
 
     extend(0, None, frozenset(), 0.0, 0.0)
     if not plans:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from p2pinfer.core.costs import REQUESTER, advertised_seconds, build_costs, span_seconds, suffix
@@ -96,10 +98,32 @@ def test_a_hop_pays_its_frame_handling_on_its_own_cpu() -> None:
     assert p.hops[0].stage_s == pytest.approx(p.hops[0].compute_s + frames)
     assert p.predicted_latency_s == pytest.approx(plain.predicted_latency_s + p.hops[0].compute_s / 2 + frames)
     assert cm.latency_s([(0, 0, 2), (1, 2, 3)]) == pytest.approx(p.predicted_latency_s)
-    assert cm.frame_free().evaluate([(0, 0, 2), (1, 2, 3)], "latency").hops[0].frame_s == 0.0
+    assert cm.search_model().evaluate([(0, 0, 2), (1, 2, 3)], "latency").hops[0].frame_s == 0.0
 
 
 @pytest.mark.parametrize("field", ["frame_ms", "frame_ms_per_mib"])
 def test_a_negative_frame_cost_is_refused(field: str) -> None:
     with pytest.raises(ValueError, match="frame_ms"):
         PeerSpec("a", 1.0, 1, 1.0, 1.0, 1.0, **{field: -1.0})
+
+
+def test_a_quota_saves_a_lone_request_up_to_a_period_less_its_quota() -> None:
+    """Peer a (0.2 s of compute on [0, 2)) under 5 ms per 25 ms: its work is longer than a period,
+    so a lone request saves P - q = 20 ms; peer b's 50 ms under 40 ms per 200 ms is shorter than
+    the period, so it runs at full speed: 50 ms * 0.2 = 10 ms, a saving of 40 ms."""
+    a = replace(SNAP.peers[0], cpu_quota_ms=5.0, cpu_period_ms=25.0)
+    b = replace(SNAP.peers[1], cpu_quota_ms=40.0, cpu_period_ms=200.0)
+    cm = build_costs(PROFILE, SwarmSnapshot(SNAP.requester, (a, b)), PlannerOptions(amortize_requests=None))
+    plain = CM.evaluate([(0, 0, 2), (1, 2, 3)], "latency")
+    p = cm.evaluate([(0, 0, 2), (1, 2, 3)], "latency")
+    assert [h.lone_saving_s for h in p.hops] == pytest.approx([0.020, 0.040])
+    assert p.predicted_latency_s == pytest.approx(plain.predicted_latency_s - 0.060)
+    assert cm.latency_s([(0, 0, 2), (1, 2, 3)]) == pytest.approx(p.predicted_latency_s)
+    assert p.bottleneck_s == plain.bottleneck_s and cm.max_lone_saving_s == pytest.approx(0.020 + 0.160)
+    assert cm.search_model().evaluate([(0, 0, 2), (1, 2, 3)], "latency").predicted_latency_s == pytest.approx(
+        plain.predicted_latency_s)
+
+
+def test_a_quota_of_a_core_or_more_is_refused() -> None:
+    with pytest.raises(ValueError, match="cpu_quota_ms"):
+        PeerSpec("a", 1.0, 1, 1.0, 1.0, 1.0, cpu_quota_ms=25.0, cpu_period_ms=25.0)

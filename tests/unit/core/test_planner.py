@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -215,3 +216,36 @@ def test_frame_costs_are_priced_and_can_make_a_split_not_worth_it(objective: str
     bare = plan(profile, snap(*(peer(f"p{i}", up_mbps=1e7, down_mbps=1e7) for i in range(4))), objective=objective,
                 options=NO_FETCH)
     assert all(h.frame_s == 0 for h in bare.hops) and len(bare.hops) == (1 if objective == "latency" else 4)
+
+
+def test_a_quota_shortens_lone_latency_and_the_latency_bound_stays_valid() -> None:
+    """Peers under CPU quotas (of periods as long as a layer's work or longer): the latency plan
+    is priced with the quota saving (the brute force prices every chain the same way), never
+    claims more than it proved, and its lower bound never exceeds the true optimum."""
+    rng = random.Random(7)
+    found_optimum = checked = 0
+    for _ in range(300):
+        profile, s = random_instance(rng, 6, 4)
+        peers = tuple(replace(p, cpu_quota_ms=rng.uniform(1, 400), cpu_period_ms=1000.0) if rng.random() < 0.7 else p
+                      for p in s.peers)
+        s = SwarmSnapshot(s.requester, peers)
+        ref = brute_force(profile, s, PlannerOptions())
+        if ref is None:
+            continue
+        p = plan(profile, s, objective="latency")
+        checked += 1
+        assert p.lower_bound <= ref.best_latency * (1 + 1e-9) + 1e-12
+        assert p.predicted_latency_s >= ref.best_latency * (1 - 1e-9) - 1e-12
+        assert not p.optimal or math.isclose(p.predicted_latency_s, ref.best_latency, rel_tol=1e-9, abs_tol=1e-12)
+        saving = sum(h.lone_saving_s for h in p.hops)
+        assert p.predicted_latency_s == pytest.approx(
+            sum(h.transfer_in_s + h.stage_s for h in p.hops) + p.transfer_out_s - saving)
+        found_optimum += math.isclose(p.predicted_latency_s, ref.best_latency, rel_tol=1e-6)
+    assert checked >= 100 and found_optimum >= 0.8 * checked
+    # the pipeline bottleneck is a busy peer's: no saving there
+    quota = peer("q", cpu_quota_ms=2.0, cpu_period_ms=10.0)
+    lone = plan(chain([1]), snap(quota), objective="latency")
+    busy = plan(chain([1]), snap(peer("q")), objective="latency")
+    assert lone.hops[0].lone_saving_s == pytest.approx(0.010 * 0.8)  # 0.1 s of work > the 10 ms period
+    assert lone.predicted_latency_s == pytest.approx(busy.predicted_latency_s - 0.008)
+    assert lone.bottleneck_s == busy.bottleneck_s

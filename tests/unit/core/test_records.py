@@ -135,6 +135,8 @@ BAD_FIELDS: list[tuple[str, Any, bool]] = [
     ("gflops_by_kind", {f"k{i}": 1.0 for i in range(33)}, False), ("gflops_by_kind", {"linear": math.inf}, False),
     ("frame_ms", 2.0, False),  # without frame_ms_per_mib: the pair is both or neither
     ("frame_ms_per_mib", 5.0, False),
+    ("cpu_quota_ms", 5.0, False),  # without cpu_period_ms: the pair is both or neither
+    ("cpu_period_ms", 25.0, False),
 ]
 
 
@@ -144,6 +146,29 @@ BAD_FIELDS: list[tuple[str, Any, bool]] = [
 ])
 def test_rejects_a_bad_frame_cost_even_if_signed(name: str, value: Any, cddl_catches: bool) -> None:
     assert_signed_edit_rejected(wire(make_record(frame_ms=2.0, frame_ms_per_mib=5.5)), name, value, cddl_catches)
+
+
+@pytest.mark.parametrize(("name", "value", "cddl_catches"), [
+    ("cpu_quota_ms", 0.0, True), ("cpu_quota_ms", 25.0, False), ("cpu_quota_ms", 30.0, False),
+    ("cpu_quota_ms", 5, True), ("cpu_period_ms", 1000.5, True), ("cpu_period_ms", -25.0, True),
+    ("cpu_period_ms", math.nan, False), ("cpu_period_ms", "25", True),
+])
+def test_rejects_a_bad_cpu_quota_even_if_signed(name: str, value: Any, cddl_catches: bool) -> None:
+    """The quota must be a share of less than a core of a period the kernel allows (<= 1 s)."""
+    assert_signed_edit_rejected(wire(make_record(cpu_quota_ms=5.0, cpu_period_ms=25.0)), name, value, cddl_catches)
+
+
+def test_a_cpu_quota_is_optional_on_the_wire_and_reaches_the_planner() -> None:
+    assert not {"cpu_quota_ms", "cpu_period_ms"} & set(wire(make_record()))
+    record = make_record(cpu_quota_ms=5.0, cpu_period_ms=25.0)
+    blob = encode_signed(record, ALICE)
+    SCHEMA.validate_cbor(blob)
+    spec = to_peer_spec(decode_verified(blob, now=NOW))
+    assert (spec.cpu_quota_ms, spec.cpu_period_ms) == (5.0, 25.0)
+    assert to_json_dict(record)["cpu_period_ms"] == 25.0
+    with pytest.raises(RecordError, match="cpu_quota_ms") as err:
+        make_record(cpu_quota_ms=25.0, cpu_period_ms=25.0)  # a whole core: no quota to advertise
+    assert err.value.reason == "bad-schema"
 
 
 @pytest.mark.parametrize(("name", "value", "cddl_catches"), BAD_FIELDS)

@@ -8,7 +8,7 @@ import pytest
 
 from p2pinfer.models import calibrate
 from p2pinfer.models.kind_workloads import KIND_INSTANCES
-from p2pinfer.models.cpu_quota import QuotaUnknown, cgroup_cpu_quota
+from p2pinfer.models.cpu_quota import QuotaUnknown, cgroup_cpu_limit, cgroup_cpu_quota
 
 
 def _v1(tmp: Path, groups: dict[str, tuple[int, int]], member: str) -> tuple[Path, Path]:
@@ -30,6 +30,8 @@ def test_v1_quota_is_the_tightest_on_the_path_to_the_root(tmp_path: Path) -> Non
     groups["/p2pt-1"] = (10000, 100000)  # a parent capped tighter than its member
     cg, mounts = _v1(tmp_path, groups, "/p2pt-1/rpi4-1")
     assert cgroup_cpu_quota(proc_cgroup=cg, views=((mounts, Path('/')),)) == pytest.approx(0.1)
+    # the limit keeps the tightest group's own period: 10 ms of each 100 ms, not 2.5 of 25
+    assert cgroup_cpu_limit(proc_cgroup=cg, views=((mounts, Path('/')),)) == (10000, 100000)
 
 
 def test_no_quota_anywhere_is_unlimited(tmp_path: Path) -> None:
