@@ -121,9 +121,9 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
             "377 ms per input, as in two runs where it advertised 0.38), so a plan's prediction moves with its nodes' "
             "start-up measurement by up to 30%; a receiving hop of a multi-hop stream on a 0.2-core node computes up to "
             "30% slower than its span alone; the slowest chains of a replicated plan lose 10-60% when every node computes "
-            "at once; and a lone request's short spans on an idle sub-core node finish within the CFS quota of their first "
-            "periods, faster than the sustained rate the cost model prices (the memory-proportional MiniLM chains' "
-            "latency). "
+            "at once; and a lone request's spans on a sub-core node ran 20-35% faster than the same spans of a stream on "
+            "the same node, beyond the fresh quota period the cost model now prices, so the lone latency of "
+            "memory-proportional chains (4-8 hops) is over-predicted by up to a quarter. "
             "Fixed since the first runs: hops pipeline read, compute and forward; nodes calibrate in CPU seconds x their "
             "quota; a per-layer-kind speed table replaced one rate per class (each model's efficiency against the "
             "calibration, table above, was 1.18 / 1.43 / 0.81 for resnet50 / vgg16 / minilm with the class rates); "
@@ -132,7 +132,11 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
             "streams keep latency / bottleneck inputs in flight (core.plan.pipeline_window; a fixed window of 4 held "
             "a 4-hop vgg16 split at 0.87 inputs/s against 1.48 predicted); nodes measure and advertise their frame "
             "handling per input (net/frame_cost.py: ~10 ms + 25 ms/MiB on a 0.2-core node, priced in every hop's stage) "
-            "and the CPU their own background work takes as load (load_monitor.py: 1-11% of their quota).",
+            "and the CPU their own background work takes as load (load_monitor.py: 1-11% of their quota); nodes "
+            "advertise their CPU quota and period, and latency prices a lone request's work as starting on a fresh "
+            "period at full core speed (the hop sweep's 4-hop prediction fell from 138 to 62 ms, measured 39-45); a "
+            "replicated stream's rate is the sum of its chains' own rates (a common window cut the slow chains' few "
+            "results: -24..+30% errors before, -18..+18% after).",
             "", "![throughput](img/testbed_throughput.png)", "", "![prediction](img/testbed_prediction.png)", ""]
     for res in results:
         if res.get("error") or res.get("errors"):
