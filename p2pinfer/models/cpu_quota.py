@@ -44,7 +44,7 @@ def _cores(limit: Limit) -> float:
 
 
 def _tightest(mount: Path, rel: str, read: Callable[[Path], Limit | None]) -> tuple[Limit | None, bool]:
-    """(smallest quota in cores on the path from `mount/rel` up to `mount` or None, any file read)."""
+    """(tightest (quota, period) on the path from `mount/rel` up to `mount` or None, any file read)."""
     best: Limit | None = None
     seen = False
     path = PurePosixPath("/") / rel.lstrip("/")
