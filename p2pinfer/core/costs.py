@@ -236,46 +236,45 @@ class CostModel:
                  lower_bound: float = 0.0, optimal: bool = False) -> Plan:
         """Price a chain of spans with the cost model; the one place plans get their numbers."""
         self._check_spans(spans)
-        y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
-        compute = (self.compute[y, b] - self.compute[y, a]).tolist()
-        fetch = (self.fetch[y, b] - self.fetch[y, a]).tolist()
-        frames = self.frame_cost(y, a, b)
-        saving = self.lone_saving(y, np.array(compute) + frames).tolist()
-        src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
-        src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
-        bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
-        transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
-        hops = tuple(Hop(self.peers[yy].peer_id, aa, bb, c, t, f, fr, sv) for yy, aa, bb, c, t, f, fr, sv
-                     in zip(y.tolist(), a.tolist(), b.tolist(), compute, transfer_in, fetch, frames.tolist(), saving))
-        last = int(y[-1])
-        out_s = self.transfer_s(last, REQUESTER, self.num_layers)
-        bottleneck = max(max(h.stage_s for h in hops), float(bw_in.max()),
-                         self.bandwidth_s(last, REQUESTER, self.num_layers))
-        latency = sum(h.transfer_in_s + h.stage_s - h.lone_saving_s for h in hops) + out_s
-        return Plan(objective, hops, out_s, latency, bottleneck, lower_bound, optimal, method)
+        terms = self._hop_terms(spans)
+        y, compute, frames, fetch, saving, transfer_in, _ = terms
+        hops = tuple(Hop(self.peers[yy].peer_id, int(aa), int(bb), *priced) for (yy, aa, bb), *priced
+                     in zip(spans, compute.tolist(), transfer_in.tolist(), fetch.tolist(), frames.tolist(),
+                            saving.tolist()))
+        latency, bottleneck = self._price(terms)
+        return Plan(objective, hops, self.transfer_s(int(y[-1]), REQUESTER, self.num_layers), latency, bottleneck,
+                    lower_bound, optimal, method)
 
     def latency_s(self, spans: Sequence[Span]) -> float:
         """`evaluate(spans, ...).predicted_latency_s` for a valid chain, without building a Plan
         (the planner compares a few candidates by it)."""
-        return self._terms(spans)[0]
+        return self._price(self._hop_terms(spans))[0]
 
     def bottleneck_s(self, spans: Sequence[Span]) -> float:
         """`evaluate(spans, ...).bottleneck_s` for a valid chain, without building a Plan."""
-        return self._terms(spans)[1]
+        return self._price(self._hop_terms(spans))[1]
 
-    def _terms(self, spans: Sequence[Span]) -> tuple[float, float]:
+    def _hop_terms(self, spans: Sequence[Span]) -> tuple[np.ndarray, ...]:
+        """Per hop of a chain: (peer index, compute, frames, fetch, lone saving, full transfer in,
+        its bandwidth part), as arrays: what `evaluate` and `_price` work from."""
         y, a, b = (np.array(v, dtype=np.int64) for v in zip(*spans))
-        work = (self.compute[y, b] - self.compute[y, a]) + self.frame_cost(y, a, b)
-        stage = (work + (self.fetch[y, b] - self.fetch[y, a])).tolist()
-        saving = self.lone_saving(y, work).tolist()
+        compute = self.compute[y, b] - self.compute[y, a]
+        frames = self.frame_cost(y, a, b)
+        fetch = self.fetch[y, b] - self.fetch[y, a]
+        saving = self.lone_saving(y, compute + frames)
         src_lat = np.concatenate([[self.req_lat], self.lat[y[:-1]]])
         src_up = np.concatenate([[self.req_inv_up], self.inv_up[y[:-1]]])
         bw_in = self.bits[a] * np.maximum(src_up, self.inv_down[y])
-        transfer_in = ((src_lat + self.lat[y]) + bw_in).tolist()
+        return y, compute, frames, fetch, saving, (src_lat + self.lat[y]) + bw_in, bw_in
+
+    def _price(self, terms: tuple[np.ndarray, ...]) -> tuple[float, float]:
+        """(latency, bottleneck) of a chain from its `_hop_terms`: stages as Hop.stage_s adds them,
+        less the lone-request saving for latency."""
+        y, compute, frames, fetch, saving, transfer_in, bw_in = terms
+        stage = compute + frames + fetch
         last = int(y[-1])
-        latency = (sum(t + s - sv for t, s, sv in zip(transfer_in, stage, saving))
-                   + self.transfer_s(last, REQUESTER, self.num_layers))
-        bottleneck = max(max(stage), float(bw_in.max()), self.bandwidth_s(last, REQUESTER, self.num_layers))
+        latency = float((transfer_in + stage - saving).sum()) + self.transfer_s(last, REQUESTER, self.num_layers)
+        bottleneck = max(float(stage.max()), float(bw_in.max()), self.bandwidth_s(last, REQUESTER, self.num_layers))
         return latency, bottleneck
 
     def _check_spans(self, spans: Sequence[Span]) -> None:
