@@ -145,9 +145,10 @@ def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], 
         for _ in range(repeat):
             workload()
         per_call.append((cpu_clock() - cpu0) / repeat)
+    used = sum(per_call) * repeat  # before sorting: every call ran `repeat` workloads
     per_call.sort()
     kept = per_call[: max(1, (3 * len(per_call) + 3) // 4)]
-    return sum(kept) / len(kept), sum(per_call), time.perf_counter() - began
+    return sum(kept) / len(kept), used, time.perf_counter() - began
 
 
 def _cores(threads: int, measured_share: float | None) -> float:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from p2pinfer.core.profile import COMPUTE_CLASSES
-from p2pinfer.models.calibrate import ComputeCalibration, benchmark, cache_key, measure_compute
+from p2pinfer.models.calibrate import ComputeCalibration, _timed, benchmark, cache_key, measure_compute
 from p2pinfer.models.kind_workloads import KIND_INSTANCES
 
 BUDGET = 0.1
@@ -90,3 +90,19 @@ def test_corrupt_cache_is_measured_again(tmp_path: Path, content: str) -> None:
 
 def test_no_cache_path_always_measures() -> None:
     assert not measure_compute(threads=1, cache_path=None, budget_s=BUDGET).from_cache
+
+
+def test_timed_counts_the_cpu_of_every_repeated_workload() -> None:
+    """The CPU total behind the fallback CPU share counts each call's repeats, not one workload
+    per call (it once did, and a 0.2-core quota read as ~0.12). A fake CPU clock: each workload is 1 ms."""
+    clock = [0.0]
+    runs = [0]
+
+    def workload() -> None:
+        clock[0] += 0.001
+        runs[0] += 1
+
+    per_call, used, _wall = _timed(workload, 0.0, lambda: clock[0])
+    assert per_call == pytest.approx(0.001)
+    assert used == pytest.approx(0.001 * (runs[0] - 1))  # all but the untimed warm-up
+    assert runs[0] - 1 > 3  # several workloads per call: the case the old sum got wrong
