@@ -7,7 +7,9 @@ node in its cgroup), plans each model with the planner and every baseline (core/
 the same snapshot and cost model, and forces each plan through a real circuit with
 `net.circuit_client.run_plan` (streamed throughput) and `Circuit.infer` (one-at-a-time latency).
 JOB.json: {"models": [...], "frames": N, "latency_reps": M, "methods": [...] | null,
-"hop_sweep": MODEL | null, "failover": {"model", "kill_after", "pids": {peer_id: pid}} | null}.
+"hop_sweep": MODEL | null, "failover": {"model", "kill_after", "pids": {peer_id: pid}} | null,
+"chains": {LABEL: [[peer_id, start, stop], ...]} (optional: given chains, priced by the same cost
+model and measured like the methods' plans, for diagnosing one hop)}.
 Prints one JSON document on stdout; progress on stderr.
 
 Links: the kernel enforces every bandwidth cap, so the requester does not shape its uplink; it
@@ -56,13 +58,18 @@ def spans(plan: Plan) -> list[list[Any]]:
     return [[h.peer_id, h.start, h.stop] for h in plan.hops]
 
 
-def plans_for(profile: Any, snapshot: SwarmSnapshot, objective: str, methods: list[str]) -> dict[str, Plan | None]:
-    """The planner's plan and every baseline's, priced by the same cost model."""
+def plans_for(profile: Any, snapshot: SwarmSnapshot, objective: str, methods: list[str],
+              chains: dict[str, list[list[Any]]] | None = None) -> dict[str, Plan | None]:
+    """The planner's plan and every baseline's, and any given `chains`, priced by the same cost model."""
     out: dict[str, Plan | None] = {}
     if "planner" in methods:
         out["planner"] = planner.plan(profile, snapshot, objective=objective, options=OPTIONS)
-    base = baseline_plans(build_costs(profile, snapshot, OPTIONS), objective)
+    costs = build_costs(profile, snapshot, OPTIONS)
+    base = baseline_plans(costs, objective)
     out.update({m: base.get(m) for m in methods if m not in ("planner", "replicated")})
+    index = {p.peer_id: i for i, p in enumerate(costs.peers)}
+    for label, chain in (chains or {}).items():
+        out[label] = costs.evaluate([(index[peer], int(a), int(b)) for peer, a, b in chain], objective, method=label)
     return out
 
 
@@ -117,7 +124,7 @@ async def bench_model(req: Requester, snapshot: SwarmSnapshot, addrs: Any, model
                            "throughput": {}, "latency": {}}
     for objective, kind in (("throughput", "stream"), ("latency", "single")):
         seen: dict[str, dict[str, Any]] = {}
-        for method, plan in plans_for(profile, snapshot, objective, methods).items():
+        for method, plan in plans_for(profile, snapshot, objective, methods, job.get("chains")).items():
             if plan is None:
                 out[objective][method] = None
                 continue

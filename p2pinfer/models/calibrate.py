@@ -31,13 +31,16 @@ throttled period), because the kernels run inside the group. Each rate is the me
 fastest three quarters of its calls in CPU seconds (robust to bursts of neighbours thrashing the
 shared caches, which slow calls even in CPU time, yet paying the throttled periods' cold caches
 as a long span does). Inside a quota a kernel's rate drifts for a while (measured, 0.4 core:
-a bottleneck block at 41 GFLOP/s over the first 0.3 s, 60 over the next 1.5 s), so each class
-runs for budget_s / 8 of wall time and each kind for budget_s * 3/4 / len(KIND_INSTANCES) (the
-default 5 s: 0.6 s per kind, at least 3 calls each; ~9 s at start on a 0.4-core node). What
-remains is noise from one process to the next inside a quota (0.4 core, 1 s per kind, three
-processes: bottleneck 45 / 49 / 60 GFLOP/s per CPU-second; at full core +-2%): the testbed's
-0.4-core node advertised 0.27-0.38 of a core from run to run, while its spans ran at a steady
-~0.32 (docs/testbed.md). Results are cached as JSON (the
+a bottleneck block at 41 GFLOP/s over the first 0.3 s, 60 over the next 1.5 s), and a short box
+leaves a sub-core node a handful of calls per kind, so each class and kind is timed for a box of
+its own CPU time, not wall time: budget_s / 8 CPU seconds per thread per class and
+budget_s * 3/4 / len(KIND_INSTANCES) per kind (default 3 s: 0.375 s per kind; 3 s of wall time on a
+free core, 15 s at start on a 0.2-core node, then cached). The box was once wall time (5 s): eight
+nodes calibrating at once inside the testbed's quotas then gave 0.2-core nodes ~0.12 s of CPU per
+kind, and their bottleneck rate came out 45-61 GFLOP/s per CPU-second from process to process
+(nodes of one class, two runs); with 0.375 s of CPU per kind, 61-64 over three runs
+(docs/testbed.md). A box never runs past 50x its CPU time in wall time (a process starved below
+2% of a core stops early, after at least 3 calls). Results are cached as JSON (the
 per-CPU-second rates, keyed by torch version, thread count and CPU model; any other key, or a
 corrupt file, triggers a new measurement); the usable cores are read again at every start.
 """
@@ -63,7 +66,9 @@ from .kind_workloads import KIND_INSTANCES, kind_workload
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_VERSION = 7  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: median call; 6: layer kinds; 7: trimmed mean, 5 s
+CALIBRATION_VERSION = 8  # 2: work / wall time, was: median call; 3: SDPA attention; 4: CPU time x usable cores, zoo conv mix; 5: median call; 6: layer kinds; 7: trimmed mean, 5 s; 8: boxes of CPU time
+DEFAULT_BUDGET_S = 3.0  # CPU seconds per thread for the whole calibration (see the module doc)
+_MAX_WALL_PER_CPU = 50.0  # a box stops after this many wall seconds per CPU second of its box
 KIND_KEY = "kind:"  # prefix of the layer kinds' rates among the classes' (cache and per_cpu_second)
 _MIN_CALL_CPU_S = 0.010  # a timed call repeats its workload to at least this much CPU time
 CALIBRATION_FILE = "calibration.json"  # in the node's data dir
@@ -126,29 +131,33 @@ _WORKLOADS = {"linear": _linear_workload, "conv": _conv_workload, "attention": _
 _RATE_KEYS = set(_WORKLOADS) | {KIND_KEY + kind for kind in KIND_INSTANCES}
 
 
-def _timed(workload: Callable[[], Any], seconds: float, cpu_clock: Callable[[], float]) -> tuple[float, float, float]:
-    """Calls made within a wall-time box (after one warm-up call; a call repeats the workload
-    to at least _MIN_CALL_CPU_S of CPU as the warm-up timed it): the CPU seconds per workload
-    call (mean of the fastest three quarters), the CPU time they all used and the wall
-    time they spanned. Not the plain mean: a burst of neighbours thrashing the shared caches
-    slows a few calls even in CPU time; not the fastest calls: inside a quota most calls
-    straddle a throttled period and restart with cold caches, and a span pays that too
+def _timed(workload: Callable[[], Any], cpu_box_s: float, cpu_clock: Callable[[], float], *,
+           threads: int = 1, wall_clock: Callable[[], float] = time.perf_counter) -> tuple[float, float, float]:
+    """Calls made until they used `cpu_box_s` CPU seconds per thread (after one warm-up call; a
+    call repeats the workload to at least _MIN_CALL_CPU_S of CPU as the warm-up timed it): the
+    CPU seconds per workload call (mean of the fastest three quarters), the CPU time they all
+    used and the wall time they spanned. Not the plain mean: a burst of neighbours thrashing the
+    shared caches slows a few calls even in CPU time; not the fastest calls: inside a quota most
+    calls straddle a throttled period and restart with cold caches, and a span pays that too
     (measured: the lower quartile over-rated the 0.4-core node by ~1.3x against its ResNet-50 span)."""
     cpu0 = cpu_clock()
     workload()
     repeat = max(1, min(64, math.ceil(_MIN_CALL_CPU_S / max(cpu_clock() - cpu0, 1e-6))))
     per_call: list[float] = []
-    began = time.perf_counter()
-    deadline = began + seconds
-    while len(per_call) < _MIN_CALLS or time.perf_counter() < deadline:
+    box = cpu_box_s * threads
+    used = 0.0
+    began = wall_clock()
+    wall_deadline = began + cpu_box_s * _MAX_WALL_PER_CPU
+    while len(per_call) < _MIN_CALLS or (used < box and wall_clock() < wall_deadline):
         cpu0 = cpu_clock()
         for _ in range(repeat):
             workload()
-        per_call.append((cpu_clock() - cpu0) / repeat)
-    used = sum(per_call) * repeat  # before sorting: every call ran `repeat` workloads
+        spent = cpu_clock() - cpu0
+        used += spent
+        per_call.append(spent / repeat)
     per_call.sort()
     kept = per_call[: max(1, (3 * len(per_call) + 3) // 4)]
-    return sum(kept) / len(kept), used, time.perf_counter() - began
+    return sum(kept) / len(kept), used, wall_clock() - began
 
 
 def _cores(threads: int, measured_share: float | None) -> float:
@@ -176,11 +185,11 @@ def _scaled(per_cpu_s: Mapping[str, float], threads: int, *, measured_share: flo
     return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads, from_cache=from_cache, by_kind=by_kind)
 
 
-def per_cpu_second(*, threads: int, budget_s: float = 5.0) -> tuple[dict[str, float], float]:
+def per_cpu_second(*, threads: int, budget_s: float = DEFAULT_BUDGET_S) -> tuple[dict[str, float], float]:
     """GFLOP per CPU-second of each class's kernel and each layer kind's workload (keys: class
     names, and KIND_KEY + kind name: "linear" is both a class and a kind) with `threads` torch
-    threads (about `budget_s` seconds of wall time, a quarter for the classes, the rest for the kinds),
-    and the CPU share they got (CPU / wall time). One thread: the
+    threads (about `budget_s` CPU seconds per thread, a quarter for the classes, the rest for the
+    kinds), and the CPU share they got (CPU / wall time). One thread: the
     calling thread's CPU time (other threads of a node, its event loop, do not count); several:
     the whole process's."""
     if threads < 1:
@@ -193,7 +202,8 @@ def per_cpu_second(*, threads: int, budget_s: float = 5.0) -> tuple[dict[str, fl
         with torch.inference_mode():
             workloads = {name: make() for name, make in _WORKLOADS.items()}
             workloads.update({KIND_KEY + kind: kind_workload(kind) for kind in KIND_INSTANCES})
-            timed = {name: _timed(fn, budget_s / 8 if name in _WORKLOADS else budget_s * 3 / 4 / len(KIND_INSTANCES), clock)
+            timed = {name: _timed(fn, budget_s / 8 if name in _WORKLOADS else budget_s * 3 / 4 / len(KIND_INSTANCES),
+                                  clock, threads=threads)
                      for name, (fn, _flops) in workloads.items()}
     finally:
         torch.set_num_threads(previous)
@@ -202,8 +212,8 @@ def per_cpu_second(*, threads: int, budget_s: float = 5.0) -> tuple[dict[str, fl
     return rates, share
 
 
-def benchmark(*, threads: int, budget_s: float = 5.0) -> ComputeCalibration:
-    """Run the micro-benchmark now (about `budget_s` seconds) with `threads` torch threads."""
+def benchmark(*, threads: int, budget_s: float = DEFAULT_BUDGET_S) -> ComputeCalibration:
+    """Run the micro-benchmark now (about `budget_s` CPU seconds per thread) with `threads` torch threads."""
     rates, share = per_cpu_second(threads=threads, budget_s=budget_s)
     return _scaled(rates, threads, measured_share=share)
 
@@ -214,7 +224,7 @@ def cache_key(threads: int) -> dict[str, Any]:
             "cpu": _cpu_model(), "machine": platform.machine(), "cpus": os.cpu_count()}
 
 
-def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 5.0,
+def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = DEFAULT_BUDGET_S,
                     force: bool = False) -> ComputeCalibration:
     """The cached calibration for this machine and thread count, measuring it if needed."""
     key = cache_key(threads)

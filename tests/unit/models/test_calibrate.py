@@ -106,3 +106,25 @@ def test_timed_counts_the_cpu_of_every_repeated_workload() -> None:
     assert per_call == pytest.approx(0.001)
     assert used == pytest.approx(0.001 * (runs[0] - 1))  # all but the untimed warm-up
     assert runs[0] - 1 > 3  # several workloads per call: the case the old sum got wrong
+
+
+def test_timed_box_is_cpu_time_not_wall_time() -> None:
+    """A sub-core node gets the same number of samples as a free core: the box closes on the CPU
+    the calls used, however long the wall clock ran (here 1 s of wall per ms of CPU), up to the
+    wall cap, and never before _MIN_CALLS calls."""
+    cpu, wall = [0.0], [0.0]
+
+    def workload() -> None:
+        cpu[0] += 0.001
+        wall[0] += 0.01  # a 10% share of a core
+
+    _per_call, used, spanned = _timed(workload, 0.05, lambda: cpu[0], wall_clock=lambda: wall[0])
+    assert 0.05 <= used < 0.05 + 0.011  # closes within one call of the box
+    assert spanned == pytest.approx(10 * used)
+
+    def starved() -> None:
+        cpu[0] += 0.001
+        wall[0] += 1.0  # 0.1% of a core: the wall cap ends the box early
+
+    per_call, used, _ = _timed(starved, 0.05, lambda: cpu[0], wall_clock=lambda: wall[0])
+    assert per_call == pytest.approx(0.001) and used < 0.05
