@@ -12,8 +12,14 @@ and the embedded swarm (p2pinfer/swarm.py) use them:
 - `UplinkShaper` is the hop's / client's `send_delay(nbytes) -> seconds` hook: each outgoing
   frame waits its serialisation time `8 * nbytes / (up_mbps * 1e6)` behind the frames already
   queued on the link (a busy-until clock, so a pipelined stream is bandwidth-limited, not just
-  delayed) plus the one-way `latency_ms`. Downlink shaping is not emulated: a receiver has no
-  hook, and the sender's uplink is the binding limit of every configured local link pair.
+  delayed) plus the one-way `latency_ms`. Downlink shaping is not emulated: the sender's uplink
+  is the binding limit of every configured local link pair.
+- `receive_delay_for` is the hop's `receive_delay_s`: each frame it receives waits the node's
+  own `latency_ms` before compute (the receiving end of the access link; frames in flight
+  overlap it). The cost model charges a transfer X -> Y both ends' latency, lat_X + lat_Y; with
+  only the sender's shaper the testbed's multi-hop chains ran ~5 ms per hop under their
+  predicted latency. The requester's own receiving end is not emulated (its latency once per
+  request).
 
 Kernel-level shaping (namespaces + tbf, cgroup quotas) is the testbed's business
 (benchmarks/testbed); this module is the in-process, no-root stand-in.
@@ -87,6 +93,11 @@ def send_delay_for(emulation: EmulationSection) -> Callable[[int], float] | None
     if emulation.up_mbps is None and emulation.latency_ms is None:
         return None
     return UplinkShaper(emulation.up_mbps, emulation.latency_ms)
+
+
+def receive_delay_for(emulation: EmulationSection) -> float:
+    """Seconds a hop holds each received frame: the `[emulation]` latency of its own link (0: none)."""
+    return (emulation.latency_ms or 0.0) / 1000.0
 
 
 def describe(emulation: EmulationSection) -> Mapping[str, object]:

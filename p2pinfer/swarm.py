@@ -40,7 +40,7 @@ import trio
 from p2pinfer.adversary import exit_process, wrap_for_config
 from p2pinfer.config import EmulationSection, NodeConfig, load_node_config, local_swarm_config_paths
 from p2pinfer.crypto.identity import Identity
-from p2pinfer.emulation import send_delay_for, slowed
+from p2pinfer.emulation import receive_delay_for, send_delay_for, slowed
 from p2pinfer.errgroups import unwrapped
 from p2pinfer.service import ServiceContext
 from p2pinfer.errors import NetworkError
@@ -106,8 +106,9 @@ def hop_service_for(config: NodeConfig, executor: SpanExecutor, store: ModelStor
     run = slowed(executor.run, config.emulation) if emulate else executor.run
     run = wrap_for_config(run, config, on_crash=on_crash or exit_process)
     delay = send_delay_for(config.emulation) if emulate else None
-    return HopNodeService(run, store, config=hop_config, send_delay=delay, prepare_fn=executor.prepare,
-                          ledger=ledger)
+    return HopNodeService(run, store, config=hop_config, send_delay=delay,
+                          receive_delay_s=receive_delay_for(config.emulation) if emulate else 0.0,
+                          prepare_fn=executor.prepare, ledger=ledger)
 
 
 @dataclass

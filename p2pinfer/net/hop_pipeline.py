@@ -80,6 +80,25 @@ async def run_pipeline(read: Callable[[], Awaitable[T | None]], work: Callable[[
         nursery.start_soon(forwarder)
 
 
+def delayed_delivery(read: Callable[[], Awaitable[T | None]], work: Callable[[T], Awaitable[U]], delay_s: float
+                     ) -> tuple[Callable[[], Awaitable[tuple[T, float] | None]], Callable[[tuple[T, float]], Awaitable[U]]]:
+    """(read, work) for `run_pipeline` such that an item is worked no sooner than `delay_s` after it
+    was read: the one-way latency of this hop's own access link for the frames it receives (an
+    emulated link; the sender's shaper adds its side). The reader is not held back, so frames in
+    flight overlap their latency as on a real link."""
+
+    async def read_stamped() -> tuple[T, float] | None:
+        item = await read()
+        return None if item is None else (item, trio.current_time() + delay_s)
+
+    async def work_when_due(stamped: tuple[T, float]) -> U:
+        item, due = stamped
+        await trio.sleep_until(due)
+        return await work(item)
+
+    return read_stamped, work_when_due
+
+
 class StreamScopes:
     """Which inbound pipelines carry which circuits, so that forgetting a circuit (close notice,
     expiry, shutdown) stops its pipelines instead of leaving them to their idle deadline."""

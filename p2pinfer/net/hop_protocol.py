@@ -50,7 +50,7 @@ from p2pinfer.models.store import ModelStore
 from p2pinfer.net.admission_gate import AdmissionDropped, AdmissionGate
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
-from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, run_pipeline
+from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, delayed_delivery, run_pipeline
 from p2pinfer.net.receipts_protocol import ReceiptService
 from p2pinfer.net.reroute_protocol import HANDOFF_PROTOCOL, HandoffHandler
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
@@ -111,7 +111,9 @@ class HopService:
     `store` holds manifests and weight blobs (missing ones are fetched from the requester, then
     from the peers `weight_sources(hash)` names); `on_weights(hashes)` is told which blobs a
     newly accepted span made us hold (the node advertises them). `send_delay(nbytes)` -> seconds
-    to hold each outgoing frame (emulates a slow uplink in the embedded swarm; None = none).
+    to hold each outgoing frame (emulates a slow uplink in the embedded swarm; None = none);
+    `receive_delay_s` holds each received frame before compute (the emulated link's latency on
+    the receiving side, so that a transfer pays both ends' latency as the cost model prices it).
     `prepare_fn(manifest, start, stop)` (SpanExecutor.prepare) builds an accepted span's layers in
     a worker thread behind the compute limiter before the hop answers "accepted", so the first
     frame does not pay the layer build. `credit_of(requester) -> GFLOP` (the node ledger's
@@ -123,13 +125,14 @@ class HopService:
                  config: HopConfig = HopConfig(), weight_sources: Callable[[str], list[str]] | None = None,
                  on_weights: Callable[[Sequence[str]], None] | None = None,
                  send_delay: Callable[[int], float] | None = None,
+                 receive_delay_s: float = 0.0,
                  prepare_fn: PrepareFn | None = None,
                  credit_of: Callable[[str], float] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if str(host.get_id()) != identity.peer_id:
             raise ValueError("the host's libp2p key must be the node identity's key")
         self.host, self.identity, self.executor_fn, self.store = host, identity, executor_fn, store
-        self.config, self.clock = config, clock
+        self.config, self.clock, self.receive_delay_s = config, clock, receive_delay_s
         self.machine = hopm.HopMachine(identity, max_circuits=config.max_circuits, max_ttl_ms=int(config.max_circuit_ttl_s * 1000),
                                        retention=RetentionBuffer(config.retain_outputs, config.retain_bytes))
         self.fetcher = WeightFetcher(host, store, config=config.weights)
@@ -269,7 +272,10 @@ class HopService:
         scope = trio.CancelScope()
         try:
             with scope:
-                await run_pipeline(lambda: self._read(stream, sender, scope), self._work, self._forwarder,
+                read, work = (lambda: self._read(stream, sender, scope)), self._work
+                if self.receive_delay_s > 0:
+                    read, work = delayed_delivery(read, work, self.receive_delay_s)  # type: ignore[assignment]
+                await run_pipeline(read, work, self._forwarder,
                                    depth=self.config.pipeline_depth, stall_timeout_s=self.config.idle_timeout_s)
         except Exception:  # task boundary: one broken stream must never take the hop down
             log.exception("hop stream from %s crashed", sender)
@@ -353,9 +359,9 @@ class HopNodeService:
 
     def __init__(self, executor_fn: ExecutorFn, store: ModelStore, *, config: HopConfig = HopConfig(),
                  serve_weights: bool = True, send_delay: Callable[[int], float] | None = None,
-                 prepare_fn: PrepareFn | None = None, ledger: Ledger | None = None) -> None:
+                 receive_delay_s: float = 0.0, prepare_fn: PrepareFn | None = None, ledger: Ledger | None = None) -> None:
         self.executor_fn, self.store, self.config, self.serve_weights = executor_fn, store, config, serve_weights
-        self.send_delay, self.prepare_fn, self.ledger = send_delay, prepare_fn, ledger
+        self.send_delay, self.receive_delay_s, self.prepare_fn, self.ledger = send_delay, receive_delay_s, prepare_fn, ledger
         self.receipts: ReceiptService | None = None
         self.hop: HopService | None = None
         self._held: list[str] = []
@@ -381,7 +387,7 @@ class HopNodeService:
 
         self.hop = HopService(node.host, node.identity, self.executor_fn, self.store, config=self.config,
                               weight_sources=holders, on_weights=advertise, send_delay=self.send_delay,
-                              prepare_fn=self.prepare_fn,
+                              receive_delay_s=self.receive_delay_s, prepare_fn=self.prepare_fn,
                               credit_of=self.ledger.credit_of if self.ledger is not None else None)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hop.run)
