@@ -115,15 +115,11 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
     out += ["", "Known causes of the misses (measured and explained in docs/testbed.md, \"What we found\"): on the "
             "issue's IoT links a single resnet50 chain is link-bound (0.4-3.2 MB fp32 activations over 20 Mbit/s; the "
             "single-chain planner's plan is proven optimal under the cost model, see the last table for the links it would "
-            "need), which the replicated planner sidesteps by serving disjoint chains at once (docs/cost-model.md); inside "
-            "a CPU quota a node's start-up calibration varies from one process to the next (the 0.4-core class advertised "
-            "0.27-0.41 of a full core over four runs; in one of them it advertised 0.27 and still computed ResNet-50 in "
-            "377 ms per input, as in two runs where it advertised 0.38), so a plan's prediction moves with its nodes' "
-            "start-up measurement by up to 30%; a receiving hop of a multi-hop stream on a 0.2-core node computes up to "
-            "30% slower than its span alone; the slowest chains of a replicated plan lose 10-60% when every node computes "
-            "at once; and a lone request's spans on a sub-core node ran 20-35% faster than the same spans of a stream on "
-            "the same node, beyond the fresh quota period the cost model now prices, so the lone latency of "
-            "memory-proportional chains (4-8 hops) is over-predicted by up to a quarter. "
+            "need), which the replicated planner sidesteps by serving disjoint chains at once (docs/cost-model.md); the "
+            "DEFER even split of resnet50 puts [10, 20) on a 0.2-core node whose input transfer (344 ms) and compute "
+            "(~320 ms) are balanced, and that hop then ran at 450-555 ms per input in one cluster per run (after the "
+            "same node had served the planner's chain; 351-379 ms alone); and the slowest chains of a replicated plan "
+            "lose 7-20% when every node computes at once (1.6 cores of quota and the requester on 2 vCPUs). "
             "Fixed since the first runs: hops pipeline read, compute and forward; nodes calibrate in CPU seconds x their "
             "quota; a per-layer-kind speed table replaced one rate per class (each model's efficiency against the "
             "calibration, table above, was 1.18 / 1.43 / 0.81 for resnet50 / vgg16 / minilm with the class rates); "
@@ -136,7 +132,9 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
             "advertise their CPU quota and period, and latency prices a lone request's work as starting on a fresh "
             "period at full core speed (the hop sweep's 4-hop prediction fell from 138 to 62 ms, measured 39-45); a "
             "replicated stream's rate is the sum of its chains' own rates (a common window cut the slow chains' few "
-            "results: -24..+30% errors before, -18..+18% after).",
+            "results: -24..+30% errors before, -18..+18% after); nodes time their calibration kernels for a box of CPU "
+            "time, not wall time (a 0.2-core node's bottleneck rate scattered 39-59 GFLOP per CPU-second over three runs, "
+            "now 60-64), and emulated links add their latency at both ends of a transfer, as the cost model charges.",
             "", "![throughput](img/testbed_throughput.png)", "", "![prediction](img/testbed_prediction.png)", ""]
     for res in results:
         if res.get("error") or res.get("errors"):
