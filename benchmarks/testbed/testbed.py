@@ -306,6 +306,11 @@ def _signal_group(p: subprocess.Popen[bytes], sig: int) -> None:
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    """The first SIGTERM/SIGHUP unwinds to the teardown; later ones are ignored until the
+    teardown restores the handlers, so that a second signal (`pkill -f` hits the owner and its
+    `timeout` wrapper, which forwards its own) cannot cut that teardown short."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise TestbedInterrupted(f"signal {signal.Signals(signum).name}")
 
 

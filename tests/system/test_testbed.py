@@ -257,6 +257,20 @@ def test_sigterm_to_the_owner_tears_everything_down(tmp_path):
     assert _gone(env, desc["rid"])
 
 
+def test_a_second_sigterm_during_teardown_does_not_cut_it_short(tmp_path):
+    """`pkill -f` on a `timeout ... python -m benchmarks.bench_testbed` line signals the owner
+    twice (directly, and `timeout` forwards its own): the second must not interrupt the teardown
+    the first started (it once did, and the run's namespaces and cgroups outlived their owner)."""
+    env = _environment()
+    if isinstance(env, TestbedUnavailable):
+        return _assert_fallback_reported(env)
+    proc, desc = _start_up(tmp_path, ["--", "sleep", "60"])
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    assert _gone(env, desc["rid"])
+
+
 def test_cleanup_removes_what_a_killed_owner_left_and_keeps_live_runs(tb, tmp_path):
     if isinstance(tb, TestbedUnavailable):
         return _assert_fallback_reported(tb)
