@@ -53,20 +53,25 @@ async def _put(channel: trio.MemorySendChannel, item: object, timeout: float) ->
 
 
 async def run_pipeline(read: Callable[[], Awaitable[T | None]], work: Callable[[T], Awaitable[U]],
-                       forward: Callable[[U], Awaitable[None]], *, depth: int, stall_timeout_s: float) -> None:
+                       forward: Callable[[U], Awaitable[None]], *, depth: int, stall_timeout_s: float,
+                       hold_s: float = 0.0) -> None:
     """read() until it returns None, work(item) on each in order, forward(result) on each in order,
-    the three overlapped. Items already read when the reader ends are still worked and forwarded."""
-    jobs_in, jobs_out = trio.open_memory_channel[T](depth)
+    the three overlapped. Items already read when the reader ends are still worked and forwarded.
+    `hold_s`: an item is worked no sooner than that long after it was read (an emulated link's
+    latency at the receiving end); the reader is not held back, so items in flight overlap it."""
+    jobs_in, jobs_out = trio.open_memory_channel[tuple[T, float]](depth)
     outs_in, outs_out = trio.open_memory_channel[U](depth)
 
     async def reader() -> None:
         async with jobs_in:
             while (item := await read()) is not None:
-                await _put(jobs_in, item, stall_timeout_s)
+                await _put(jobs_in, (item, trio.current_time() + hold_s), stall_timeout_s)
 
     async def computer() -> None:
         async with jobs_out, outs_in:
-            async for item in jobs_out:
+            async for item, due in jobs_out:
+                if hold_s > 0:
+                    await trio.sleep_until(due)
                 await _put(outs_in, await work(item), stall_timeout_s)
 
     async def forwarder() -> None:
@@ -78,25 +83,6 @@ async def run_pipeline(read: Callable[[], Awaitable[T | None]], work: Callable[[
         nursery.start_soon(reader)
         nursery.start_soon(computer)
         nursery.start_soon(forwarder)
-
-
-def delayed_delivery(read: Callable[[], Awaitable[T | None]], work: Callable[[T], Awaitable[U]], delay_s: float
-                     ) -> tuple[Callable[[], Awaitable[tuple[T, float] | None]], Callable[[tuple[T, float]], Awaitable[U]]]:
-    """(read, work) for `run_pipeline` such that an item is worked no sooner than `delay_s` after it
-    was read: the one-way latency of this hop's own access link for the frames it receives (an
-    emulated link; the sender's shaper adds its side). The reader is not held back, so frames in
-    flight overlap their latency as on a real link."""
-
-    async def read_stamped() -> tuple[T, float] | None:
-        item = await read()
-        return None if item is None else (item, trio.current_time() + delay_s)
-
-    async def work_when_due(stamped: tuple[T, float]) -> U:
-        item, due = stamped
-        await trio.sleep_until(due)
-        return await work(item)
-
-    return read_stamped, work_when_due
 
 
 class StreamScopes:

@@ -50,7 +50,7 @@ from p2pinfer.models.store import ModelStore
 from p2pinfer.net.admission_gate import AdmissionDropped, AdmissionGate
 from p2pinfer.net.circuit_io import OversizedFrame, close_stream, next_frame, remote_peer
 from p2pinfer.net.framing import read_frame, write_frame
-from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, delayed_delivery, run_pipeline
+from p2pinfer.net.hop_pipeline import Done, Failed, Forwarder, OutLinks, Stage, StreamScopes, run_pipeline
 from p2pinfer.net.receipts_protocol import ReceiptService
 from p2pinfer.net.reroute_protocol import HANDOFF_PROTOCOL, HandoffHandler
 from p2pinfer.net.weights_protocol import WeightFetcher, WeightsConfig, WeightService
@@ -272,11 +272,9 @@ class HopService:
         scope = trio.CancelScope()
         try:
             with scope:
-                read, work = (lambda: self._read(stream, sender, scope)), self._work
-                if self.receive_delay_s > 0:
-                    read, work = delayed_delivery(read, work, self.receive_delay_s)  # type: ignore[assignment]
-                await run_pipeline(read, work, self._forwarder,
-                                   depth=self.config.pipeline_depth, stall_timeout_s=self.config.idle_timeout_s)
+                await run_pipeline(lambda: self._read(stream, sender, scope), self._work, self._forwarder,
+                                   depth=self.config.pipeline_depth, stall_timeout_s=self.config.idle_timeout_s,
+                                   hold_s=self.receive_delay_s)
         except Exception:  # task boundary: one broken stream must never take the hop down
             log.exception("hop stream from %s crashed", sender)
         finally:

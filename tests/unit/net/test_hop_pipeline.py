@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from p2pinfer.net.hop_pipeline import delayed_delivery, run_pipeline
+from p2pinfer.net.hop_pipeline import run_pipeline
 
 LATENCY_S, COMPUTE_S = 0.005, 0.010
 
@@ -37,8 +37,7 @@ async def test_received_frames_wait_the_latency_but_overlap_it(autojump_clock) -
         forwarded.append(result)
 
     t0 = trio.current_time()
-    read, delayed_work = delayed_delivery(_source([1, 2, 3], read_at), work, LATENCY_S)
-    await run_pipeline(read, delayed_work, forward, depth=4, stall_timeout_s=5.0)
+    await run_pipeline(_source([1, 2, 3], read_at), work, forward, depth=4, stall_timeout_s=5.0, hold_s=LATENCY_S)
 
     assert forwarded == [10, 20, 30]  # order kept end to end
     assert read_at == [t0] * 3  # all read at once: the delay did not slow the reader
@@ -49,7 +48,7 @@ async def test_received_frames_wait_the_latency_but_overlap_it(autojump_clock) -
 
 
 async def test_without_delivery_delay_work_starts_at_once(autojump_clock) -> None:
-    """The plain pipeline adds no wait: the contrast that makes the test above mean something."""
+    """Without a hold the pipeline adds no wait: the contrast that makes the test above mean something."""
     started: list[float] = []
 
     async def work(item: int) -> int:
