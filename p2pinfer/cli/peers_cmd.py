@@ -2,9 +2,9 @@
 
 Only records whose signature, signer, schema and expiry verified on this machine are shown.
 `--json` prints one JSON array on stdout (fields: peer_id, addrs, gflops, gflops_by_class,
-gflops_by_kind, frame_ms, frame_ms_per_mib, cpu_quota_ms, cpu_period_ms, layer_ms, mem_bytes, up_mbps,
-down_mbps, latency_ms, models, weights, load, swarm, seq, expires, verified; frame costs and quota 0,
-layer_ms {}, when not advertised); otherwise a table (model ids shortened to 12 characters).
+gflops_by_kind, frame_ms, frame_ms_per_mib, cpu_quota_ms, cpu_period_ms, mem_bytes, up_mbps, down_mbps,
+latency_ms, models, weights, load, swarm, seq, expires, verified; frame costs and quota 0 when not
+advertised); otherwise a table.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _table(records: list[CapabilityRecord]) -> None:
             f"{r.up_mbps:g}/{r.down_mbps:g}",
             f"{r.latency_ms:g}",
             f"{r.load:.0%}",
-            ", ".join(m[:12] for m in r.models) or "-",
+            ", ".join(r.models) or "-",
             f"{max(0.0, r.expires_at - now):.0f}s",
         )
     Console().print(table)
