@@ -78,7 +78,7 @@ def hop_record(profile: ModelProfile, advertised: Mapping[str, Any], peer_id: st
     if peer is None:
         return HopRecord(peer_id, int(sum(lay.flops for lay in layers)), by_class, measured, 1.0)
     return HopRecord(peer_id, int(sum(lay.flops for lay in layers)), by_class, measured, peer.gflops,
-                     dict(peer.gflops_by_class), span_seconds(profile, start, stop, peer))
+                     dict(peer.gflops_by_class), span_seconds(layers, peer))
 
 
 async def issue_receipts(hooks: Any, model_id: str, circuit_id: bytes, specs: Sequence[HopSpec], work: HopWork) -> None:

@@ -408,8 +408,7 @@ class Ledger:
         row = self._row_from(rows[0])
         gflops, by_class = speedmod.effective_gflops(row.speed, spec.gflops, spec.gflops_by_class, self.speed_params)
         by_kind = speedmod.effective_by_kind(spec.gflops, gflops, spec.gflops_by_kind)
-        layer_ms = speedmod.effective_layer_ms(spec.gflops, gflops, spec.layer_ms)
-        return replace(spec, gflops=gflops, gflops_by_class=by_class, gflops_by_kind=by_kind, layer_ms=layer_ms,
+        return replace(spec, gflops=gflops, gflops_by_class=by_class, gflops_by_kind=by_kind,
                        reputation=rules.planner_reputation(row.state, now, self.params))
 
     def events(self, peer_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -272,11 +272,9 @@ def _resolve(
 
 def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
     """What a configured node advertises: compute and frame handling measured by real
-    micro-benchmarks, the layers of the models it holds timed (all cached in the data dir) and
-    the CPU quota it runs under, unless [resources].gflops overrides them, then
-    emulation/adversary applied."""
+    micro-benchmarks (cached in the data dir) and the CPU quota it runs under, unless
+    [resources].gflops overrides them, then emulation/adversary applied."""
     by_kind: dict[str, float] = {}
-    layer_ms: dict[str, tuple[float, ...]] = {}
     frames, quota = None, (0.0, 0.0)
     if config.resources.gflops is not None:
         gflops, by_class = config.resources.gflops, {}
@@ -288,7 +286,6 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         gflops, by_class, by_kind = calibration.gflops, dict(calibration.by_class), dict(calibration.by_kind)
         frames = _frame_cost(data_dir)
         quota = _cpu_quota_ms()
-        layer_ms = _layer_ms(config, data_dir)
     adv = resolve_resources(config, measured_gflops=gflops, measured_by_class=by_class, measured_by_kind=by_kind)
     return Capability(
         gflops=adv.gflops,
@@ -302,23 +299,7 @@ def measure_capability(config: NodeConfig, data_dir: Path | None) -> Capability:
         frame_ms_per_mib=frames.ms_per_mib if frames else 0.0,
         cpu_quota_ms=quota[0],
         cpu_period_ms=quota[1],
-        models=tuple(layer_ms),
-        layer_ms=layer_ms,
     )
-
-
-def _layer_ms(config: NodeConfig, data_dir: Path | None) -> dict[str, tuple[float, ...]]:
-    """The layers of the models in the node's store, timed (models/layer_timing.py) and scaled
-    as its compute speeds are (emulated slowdown, adversarial over-claim); {} without a store."""
-    if data_dir is None:
-        return {}
-    from p2pinfer.models.layer_timing import LAYER_TIMING_FILE, measure_layer_ms
-    from p2pinfer.models.store import ModelStore
-
-    timed = measure_layer_ms(ModelStore(data_dir), threads=config.resources.compute_threads,
-                             cache_path=Path(data_dir) / LAYER_TIMING_FILE)
-    scale = config.emulation.compute_slowdown / config.adversary.overclaim_factor
-    return {model_id: tuple(t * scale for t in times) for model_id, times in timed.items()}
 
 
 def _cpu_quota_ms() -> tuple[float, float]:

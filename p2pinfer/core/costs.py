@@ -10,9 +10,7 @@ and a layer's compute on peer Y costs
     (sum_c flops_c / gflops_c(Y) + unclassified_flops / gflops(Y)) / 1e9 / ((1 - load_Y) * r_Y)
 (gflops_c falls back to the scalar gflops; load and reputation r make the *expected* cost),
 except that a layer whose kind the peer lists in `gflops_by_kind` costs flops / gflops_kind(Y)
-instead of the class sum (the per-layer-kind speed table of the reference cost model), and a
-peer that timed this model's layers (`layer_ms`, one entry per layer: models/layer_timing.py)
-costs those times instead of either: measured on the real layers, as they run there.
+instead of the class sum (the per-layer-kind speed table of the reference cost model).
 A peer that does not hold a layer's weights pays 8 * param_bytes / (min(up_R, down_Y) * 1e6)
 once, amortised over `amortize_requests` requests. A hop on peer Y serving [a, b) also handles
 its frames, on the same CPU as its compute:
@@ -73,21 +71,8 @@ def _derate(peers: Sequence[PeerSpec]) -> np.ndarray:
 
 
 def _compute_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
-    """(P, L) expected seconds of each layer on each peer (timed layers, kind or class speeds;
-    load, reputation)."""
-    return model_seconds(profile, peers) / _derate(peers)[:, None]
-
-
-def model_seconds(profile: ModelProfile, peers: Sequence[PeerSpec]) -> np.ndarray:
-    """(P, L) seconds of each layer of `profile` on each peer as advertised (no load or
-    reputation): the peer's own timing of the model's layers where it has one per layer, else
-    `advertised_seconds`."""
-    seconds = advertised_seconds(profile.layers, peers)
-    for row, peer in enumerate(peers):
-        timed = peer.layer_ms.get(profile.model_id)
-        if timed is not None and len(timed) == profile.num_layers:
-            seconds[row] = np.array(timed) / 1000.0
-    return seconds
+    """(P, L) expected seconds of each layer on each peer (kind or class speeds, load, reputation)."""
+    return advertised_seconds(profile.layers, peers) / _derate(peers)[:, None]
 
 
 def advertised_seconds(layers: Sequence[LayerProfile], peers: Sequence[PeerSpec]) -> np.ndarray:
@@ -110,10 +95,10 @@ def advertised_seconds(layers: Sequence[LayerProfile], peers: Sequence[PeerSpec]
     return np.where(np.isnan(per_layer), seconds, by_kind)
 
 
-def span_seconds(profile: ModelProfile, start: int, stop: int, peer: PeerSpec) -> float:
-    """Seconds layers [start, stop) of `profile` take on `peer` as advertised: what a hop's
-    measured compute time is compared with (core/speed.py), by the planner's own formula."""
-    return float(model_seconds(profile, [peer])[0, start:stop].sum()) if stop > start else 0.0
+def span_seconds(layers: Sequence[LayerProfile], peer: PeerSpec) -> float:
+    """Seconds `layers` take on `peer` at its advertised speeds: what a hop's measured compute
+    time is compared with (core/speed.py), by the planner's own formula."""
+    return float(advertised_seconds(layers, [peer]).sum()) if layers else 0.0
 
 
 @dataclass(frozen=True, eq=False)

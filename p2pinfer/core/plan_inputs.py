@@ -4,9 +4,8 @@ Peers file (the `p2pinfer plan --peers-file` contract; optional fields marked ?)
     {"requester": {"up_mbps", "down_mbps", "latency_ms"},
      "peers": [{"id", "gflops", "mem_bytes", "up_mbps", "down_mbps", "latency_ms",
                 "reputation"?, "load"?, "gflops_by_class"?, "gflops_by_kind"?, "holds"?,
-                "frame_ms"?, "frame_ms_per_mib"?, "cpu_quota_ms"?, "cpu_period_ms"?, "layer_ms"?}]}
-`holds` lists layer weight hashes, or a model name / id meaning all of that model's layers;
-`layer_ms` maps a model id to the peer's ms per layer of that model (core/costs.py).
+                "frame_ms"?, "frame_ms_per_mib"?, "cpu_quota_ms"?, "cpu_period_ms"?}]}
+`holds` lists layer weight hashes, or a model name / id meaning all of that model's layers.
 
 Profile file: {"name", "model_id", "input_bytes", "layers": [{"index"?, "kind", "flops",
 "param_bytes", "out_bytes", "flops_by_class"?, "weights_hash"?}]} (the models store's format).
@@ -26,7 +25,7 @@ from .snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
 _LINK = ("up_mbps", "down_mbps", "latency_ms")
 _PEER_REQUIRED = ("id", "gflops", "mem_bytes", *_LINK)
 _PEER_OPTIONAL = ("reputation", "load", "gflops_by_class", "gflops_by_kind", "holds", "addrs", "frame_ms",
-                  "frame_ms_per_mib", "cpu_quota_ms", "cpu_period_ms", "layer_ms")
+                  "frame_ms_per_mib", "cpu_quota_ms", "cpu_period_ms")
 _LAYER_REQUIRED = ("kind", "flops", "param_bytes", "out_bytes")
 _LAYER_OPTIONAL = ("index", "flops_by_class", "weights_hash")
 
@@ -69,19 +68,6 @@ def _kind_map(obj: Mapping[str, Any], where: str) -> dict[str, float]:
         raise ConfigError(str(exc)) from None
 
 
-def _layer_times(obj: Mapping[str, Any], where: str) -> dict[str, tuple[float, ...]]:
-    timed = obj.get("layer_ms", {})
-    if not isinstance(timed, dict):
-        raise ConfigError(f"{where}.layer_ms must map model ids to lists of ms per layer")
-    out = {}
-    for model_id, times in timed.items():
-        if not isinstance(times, list) or not times:
-            raise ConfigError(f"{where}.layer_ms.{model_id} must be a non-empty list of ms per layer")
-        cells = {f"{model_id}[{i}]": t for i, t in enumerate(times)}
-        out[model_id] = tuple(float(_num(cells, cell, f"{where}.layer_ms", positive=True)) for cell in cells)
-    return out
-
-
 def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     v = obj.get(key, [])
     if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
@@ -111,7 +97,7 @@ def _peer(obj: Any, where: str) -> PeerSpec:
         addrs=_strings(d, "addrs", where), gflops_by_kind=_kind_map(d, where),
         frame_ms=float(_num(d, "frame_ms", where)) if "frame_ms" in d else 0.0,
         frame_ms_per_mib=float(_num(d, "frame_ms_per_mib", where)) if "frame_ms_per_mib" in d else 0.0,
-        cpu_quota_ms=quota[0], cpu_period_ms=quota[1], layer_ms=_layer_times(d, where))
+        cpu_quota_ms=quota[0], cpu_period_ms=quota[1])
 
 
 def snapshot_from_json(data: Any, where: str = "peers file") -> SwarmSnapshot:

@@ -12,8 +12,7 @@ can relay a valid record in a second spelling (caches and DHT select may compare
 Optional fields, each absent rather than empty or zero (which would be a second spelling of the
 same record): `gflops_by_kind` when the peer has no per-kind speeds; `frame_ms` and
 `frame_ms_per_mib` (together) when it has not measured its frame handling; `cpu_quota_ms` and
-`cpu_period_ms` (together) when its compute is not under a CPU quota of less than a core;
-`layer_ms` when it has timed no model's layers.
+`cpu_period_ms` (together) when its compute is not under a CPU quota of less than a core.
 
 Checks run in this order and each failure raises RecordError(reason, message):
 oversized -> malformed-cbor (undecodable or non-canonical) -> unknown-version -> bad-schema ->
@@ -53,11 +52,9 @@ WIRE_FIELDS = frozenset(
 )
 FRAME_FIELDS = ("frame_ms", "frame_ms_per_mib")
 QUOTA_FIELDS = ("cpu_quota_ms", "cpu_period_ms")
-OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind", *FRAME_FIELDS, *QUOTA_FIELDS, "layer_ms"))
+OPTIONAL_WIRE_FIELDS = frozenset(("gflops_by_kind", *FRAME_FIELDS, *QUOTA_FIELDS))
 MAX_FRAME_MS = 60_000.0  # a peer that needs a minute per frame cannot serve anyone
 MAX_PERIOD_MS = 1000.0  # the longest CFS bandwidth period Linux allows
-MAX_TIMED_MODELS, MAX_TIMED_LAYERS = 16, 256  # layer_ms: models timed, layers per model
-MAX_LAYER_MS = 60_000.0
 
 
 def _bad(message: str) -> RecordError:
@@ -74,9 +71,7 @@ class CapabilityRecord:
     `frame_ms` / `frame_ms_per_mib` its cost of handling one input as a hop, fixed and per MiB of
     activation read or sent, in ms of its wall time (both 0: not measured); `cpu_quota_ms` per
     `cpu_period_ms` the CPU quota its compute thread runs under when that is less than a core (a
-    cgroup CFS quota: after idling it runs that much at full core speed; both 0: no quota);
-    `layer_ms` maps models it holds (ids among `models`) to the ms each of their layers takes at
-    this peer, measured by running them (models/layer_timing.py; empty: none timed).
+    cgroup CFS quota: after idling it runs that much at full core speed; both 0: no quota).
     Construction validates every value (RecordError "bad-schema"), so an invalid record can be
     neither built nor signed.
     """
@@ -101,7 +96,6 @@ class CapabilityRecord:
     frame_ms_per_mib: float = 0.0
     cpu_quota_ms: float = 0.0
     cpu_period_ms: float = 0.0
-    layer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
@@ -119,7 +113,6 @@ class CapabilityRecord:
             object.__setattr__(self, "gflops_by_kind", MappingProxyType(check_kind_speeds(self.gflops_by_kind)))
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        object.__setattr__(self, "layer_ms", _as_layer_times(self.layer_ms, self.models))
         self._check_ranges()
 
     def __hash__(self) -> int:  # the class map is a mappingproxy; these fields suffice
@@ -178,26 +171,6 @@ def _as_str_tuple(name: str, value: Any, limit: int) -> tuple[str, ...]:
     for item in value:
         _check_str(f"{name} entry", item, item_limit)
     return tuple(value)
-
-
-def _as_layer_times(value: Any, models: tuple[str, ...]) -> Mapping[str, tuple[float, ...]]:
-    """layer_ms: at most MAX_TIMED_MODELS models, each one the peer lists in `models`, each with
-    1..MAX_TIMED_LAYERS times in (0, MAX_LAYER_MS] ms."""
-    if not isinstance(value, Mapping):
-        raise _bad("layer_ms must be a map of model ids to lists of ms per layer")
-    if len(value) > MAX_TIMED_MODELS:
-        raise _bad(f"layer_ms has {len(value)} models, at most {MAX_TIMED_MODELS} allowed")
-    out = {}
-    for model_id, times in value.items():
-        if model_id not in models:
-            raise _bad(f"layer_ms: model {model_id!r:.40} is not among the models this peer holds")
-        if isinstance(times, (str, bytes)) or not isinstance(times, (list, tuple)) \
-                or not 1 <= len(times) <= MAX_TIMED_LAYERS:
-            raise _bad(f"layer_ms.{model_id:.16}: want a list of 1..{MAX_TIMED_LAYERS} ms per layer")
-        out[model_id] = tuple(_as_float(f"layer_ms.{model_id:.16}", t) for t in times)
-        if not all(0 < t <= MAX_LAYER_MS for t in out[model_id]):
-            raise _bad(f"layer_ms.{model_id:.16}: every time must be in (0, {MAX_LAYER_MS:.0f}] ms")
-    return MappingProxyType(out)
 
 
 def _as_class_map(value: Any) -> Mapping[str, float]:
@@ -272,8 +245,6 @@ def _wire_body(record: CapabilityRecord, public_key: bytes) -> dict[str, Any]:
         body.update({name: getattr(record, name) for name in FRAME_FIELDS})
     if record.cpu_period_ms:
         body.update({name: getattr(record, name) for name in QUOTA_FIELDS})
-    if record.layer_ms:
-        body["layer_ms"] = {model_id: list(times) for model_id, times in record.layer_ms.items()}
     body["key"] = public_key
     return body
 
@@ -351,11 +322,6 @@ def _from_wire(raw: Any) -> tuple[CapabilityRecord, bytes, bytes]:
     present = [name for name in QUOTA_FIELDS if name in raw]
     if present and (len(present) != len(QUOTA_FIELDS) or any(type(raw[n]) is not float for n in present)):
         raise _bad("cpu_quota_ms and cpu_period_ms, when present, must both be CBOR floats")
-    if "layer_ms" in raw:
-        timed = raw["layer_ms"]
-        if not isinstance(timed, dict) or not timed or any(
-                not isinstance(t, list) or any(type(v) is not float for v in t) for t in timed.values()):
-            raise _bad("layer_ms, when present, must be a non-empty map of model ids to lists of CBOR floats")
     key, sig = raw["key"], raw["sig"]
     if type(key) is not bytes or len(key) != 32 or type(sig) is not bytes or len(sig) != 64:
         raise _bad("key must be 32 bytes and sig 64 bytes")
@@ -388,7 +354,6 @@ def to_peer_spec(record: CapabilityRecord, *, reputation: float = 1.0) -> PeerSp
         frame_ms_per_mib=record.frame_ms_per_mib,
         cpu_quota_ms=record.cpu_quota_ms,
         cpu_period_ms=record.cpu_period_ms,
-        layer_ms=dict(record.layer_ms),
         reputation=reputation,
         load=min(record.load, 0.99),
         holds=frozenset(record.weights),
@@ -408,7 +373,6 @@ def to_json_dict(record: CapabilityRecord) -> dict[str, Any]:
         "frame_ms_per_mib": record.frame_ms_per_mib,
         "cpu_quota_ms": record.cpu_quota_ms,
         "cpu_period_ms": record.cpu_period_ms,
-        "layer_ms": {model_id: list(times) for model_id, times in record.layer_ms.items()},
         "mem_bytes": record.mem_bytes,
         "up_mbps": record.up_mbps,
         "down_mbps": record.down_mbps,

@@ -27,9 +27,7 @@ class PeerSpec:
     of activation read or sent, in milliseconds of its wall time (0: not advertised).
     `cpu_quota_ms` per `cpu_period_ms` is the CPU quota (less than a core) the peer computes
     under: a lone request's short work runs at full core speed on a fresh period's quota, not at
-    the quota's sustained rate (core/costs.py; both 0: no quota advertised). `layer_ms` maps a
-    model id to the ms each of its layers took when the peer ran them (it overrides the speeds
-    for that model's layers where it has one entry per layer).
+    the quota's sustained rate (core/costs.py; both 0: no quota advertised).
     """
 
     peer_id: str
@@ -48,7 +46,6 @@ class PeerSpec:
     frame_ms_per_mib: float = 0.0
     cpu_quota_ms: float = 0.0
     cpu_period_ms: float = 0.0
-    layer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.peer_id:
@@ -72,10 +69,6 @@ class PeerSpec:
         object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
         object.__setattr__(self, "holds", frozenset(self.holds))
         object.__setattr__(self, "addrs", tuple(self.addrs))
-        layer_ms = {str(m): tuple(map(float, times)) for m, times in dict(self.layer_ms).items()}
-        if not all(t > 0 for times in layer_ms.values() for t in times):
-            raise ValueError(f"peer {self.peer_id}: layer_ms times must be > 0")
-        object.__setattr__(self, "layer_ms", MappingProxyType(layer_ms))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ Rules:
 2. The measured speed of a class is the median of its window (robust: one stall or GC pause
    among three samples does not move it), used once the window holds >= min_samples samples.
 3. Effective speed (what the planner uses) = min(measured, max_efficiency * advertised now);
-   a class without its own samples, every layer-kind speed and every layer time the peer
-   advertises, is scaled by the scalar's effective/advertised ratio; with no samples at all the advertisement is used. With
+   a class without its own samples, and every layer-kind speed, is scaled by the scalar's
+   effective/advertised ratio; with no samples at all the advertisement is used. With
    max_efficiency = 1 a peer is never planned faster than it claims (the claim is a ceiling the
    peer commits to).
 4. Over-claim: flagged when the measured scalar speed (>= min_samples samples) is below
@@ -182,14 +182,6 @@ def effective_by_kind(advertised_gflops: float, effective_scalar: float,
     by the scalar's effective / advertised ratio (`effective_scalar` from `effective_gflops`)."""
     ratio = effective_scalar / advertised_gflops
     return {kind: speed * ratio for kind, speed in advertised_by_kind.items()}
-
-
-def effective_layer_ms(advertised_gflops: float, effective_scalar: float,
-                       advertised_layer_ms: Mapping[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
-    """A peer's own layer times the planner should use (rule 3): stretched by the scalar's
-    advertised / effective ratio, as its kind speeds are scaled."""
-    stretch = advertised_gflops / effective_scalar
-    return {model_id: tuple(t * stretch for t in times) for model_id, times in advertised_layer_ms.items()}
 
 
 def is_overclaimed(state: SpeedState, advertised_gflops: float, params: SpeedParams = SpeedParams()) -> bool:

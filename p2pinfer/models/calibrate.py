@@ -238,7 +238,7 @@ def measure_compute(*, threads: int, cache_path: Path | None, budget_s: float = 
                 share, result.gflops, {k: round(v, 1) for k, v in result.by_class.items()},
                 {k: round(v, 2) for k, v in result.by_kind.items()})
     if cache_path is not None:
-        write_cache(Path(cache_path), key, "calibration", per_cpu_second=dict(rates))
+        _write_cache(Path(cache_path), key, rates)
     return result
 
 
@@ -260,17 +260,15 @@ def _read_cache(path: Path, key: dict[str, Any]) -> ComputeCalibration | None:
         return None
 
 
-def write_cache(path: Path, key: Mapping[str, Any], what: str, **payload: Any) -> None:
-    """Write {"key": key, **payload, "measured_at"} as JSON, atomically (a node starting beside
-    us never reads half a file); a failure only warns, the measurement is simply not reused."""
-    doc = {"key": dict(key), **payload, "measured_at": time.time()}
+def _write_cache(path: Path, key: dict[str, Any], rates: Mapping[str, float]) -> None:
+    doc = {"key": key, "per_cpu_second": dict(rates), "measured_at": time.time()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        logger.warning("cannot write %s cache %s: %s", what, path, exc)
+        logger.warning("cannot write calibration cache %s: %s", path, exc)
 
 
 def _cpu_model() -> str:

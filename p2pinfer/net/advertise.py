@@ -38,7 +38,6 @@ class Capability:
     frame_ms_per_mib: float = 0.0
     cpu_quota_ms: float = 0.0  # CPU quota per period when under a core (core/records.py); 0: none
     cpu_period_ms: float = 0.0
-    layer_ms: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # model id -> ms per layer
 
     def __post_init__(self) -> None:
         if not (self.gflops > 0 and self.up_mbps > 0 and self.down_mbps > 0):
@@ -52,7 +51,6 @@ class Capability:
                               "less than a core (or both 0)")
         object.__setattr__(self, "gflops_by_class", MappingProxyType(dict(self.gflops_by_class)))
         object.__setattr__(self, "gflops_by_kind", MappingProxyType(dict(self.gflops_by_kind)))
-        object.__setattr__(self, "layer_ms", MappingProxyType({m: tuple(t) for m, t in self.layer_ms.items()}))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "weights", tuple(self.weights))
 
@@ -110,7 +108,6 @@ class Advertiser:
             frame_ms_per_mib=cap.frame_ms_per_mib,
             cpu_quota_ms=cap.cpu_quota_ms,
             cpu_period_ms=cap.cpu_period_ms,
-            layer_ms={m: times for m, times in cap.layer_ms.items() if m in cap.models},  # held ones only
         )
         self.current = SignedRecord(record=record, blob=encode_signed(record, self.identity))
         return self.current

@@ -15,8 +15,6 @@ from typing import Iterator
 import pytest
 
 from p2pinfer.cli import main
-from p2pinfer.models import zoo
-from p2pinfer.models.store import ModelStore
 from tests.conftest import wait_until
 from tests.system.cli_nodes import NodeProcesses, cli, write_config
 
@@ -40,9 +38,7 @@ def _peers_json(addr: str, timeout: float = 5.0) -> list[dict]:
 
 
 def test_three_cli_nodes_are_listed_by_peers_and_stop_on_sigterm(tmp_path: Path, nodes: NodeProcesses) -> None:
-    # node a runs the real compute calibration and times the model in its store (both cached in
-    # its data dir); b and c use an override
-    mlp = zoo.get_manifest("mlp", store=ModelStore(tmp_path / "a"))
+    # node a runs the real compute calibration (cached in its data dir); b and c use an override
     a = nodes.start(write_config(tmp_path / "a.toml", name="a", gflops=None), tmp_path / "a").wait_ready()
     b = nodes.start(write_config(tmp_path / "b.toml", name="b"), tmp_path / "b", bootstrap=[a.addr])
     c = nodes.start(write_config(tmp_path / "c.toml", name="c"), tmp_path / "c", bootstrap=[a.addr])
@@ -65,9 +61,6 @@ def test_three_cli_nodes_are_listed_by_peers_and_stop_on_sigterm(tmp_path: Path,
         assert entry["expires"] > time.time()
     by_id = {e["peer_id"]: e for e in listed}
     assert by_id[b.peer_id]["gflops"] == 5.0 and by_id[a.peer_id]["gflops"] > 0
-    assert by_id[a.peer_id]["models"] == [mlp.model_id] and by_id[b.peer_id]["layer_ms"] == {}
-    assert len(by_id[a.peer_id]["layer_ms"][mlp.model_id]) == mlp.num_layers
-    assert (tmp_path / "a" / "layer_timing.json").is_file()
 
     for node in (a, b, c):
         t0 = time.monotonic()

@@ -89,19 +89,6 @@ def test_a_cpu_quota_in_the_peers_file_shortens_predicted_latency(files, capsys)
     assert quota["predicted_latency_s"] < plain["predicted_latency_s"]
 
 
-def test_layer_times_in_the_peers_file_price_that_model(files, capsys) -> None:
-    """Every peer timed the profiled model at 1 s per layer: every hop's compute is 1 s per layer."""
-    peers, profile = files
-    prof = json.loads(profile.read_text())
-    data = json.loads(json.dumps(PEERS))
-    for p in data["peers"]:
-        p.update(layer_ms={prof["model_id"]: [1000.0] * len(prof["layers"])})
-    peers.write_text(json.dumps(data))
-    assert main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json"]) == 0
-    hops = json.loads(capsys.readouterr().out)["hops"]
-    assert [h["compute_s"] for h in hops] == pytest.approx([float(h["layers"][1] - h["layers"][0]) for h in hops])
-
-
 def test_amortize_zero_means_weights_held(files, capsys) -> None:
     peers, profile = files
     main(["plan", "--profile-file", str(profile), "--peers-file", str(peers), "--json", "--amortize", "0"])
@@ -125,9 +112,6 @@ def test_amortize_zero_means_weights_held(files, capsys) -> None:
     (lambda d: d["peers"][1].update(frame_ms_per_mib="fast"), "peers[1].frame_ms_per_mib must be a number"),
     (lambda d: d["peers"][0].update(cpu_quota_ms=5.0), "peers[0]: cpu_quota_ms and cpu_period_ms must come together"),
     (lambda d: d["peers"][0].update(cpu_quota_ms=30.0, cpu_period_ms=25.0), "0 < cpu_quota_ms < cpu_period_ms"),
-    (lambda d: d["peers"][0].update(layer_ms={"m": [1.0, 0.0]}), "peers[0].layer_ms.m[1] must be > 0"),
-    (lambda d: d["peers"][0].update(layer_ms={"m": []}), "peers[0].layer_ms.m must be a non-empty list"),
-    (lambda d: d["peers"][1].update(layer_ms=[1.0]), "peers[1].layer_ms must map model ids to lists"),
 ])
 def test_bad_peers_file_is_one_line_error(files, capsys, mutate, message: str) -> None:
     peers, profile = files

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from p2pinfer.core.costs import REQUESTER, advertised_seconds, build_costs, model_seconds, span_seconds, suffix
+from p2pinfer.core.costs import REQUESTER, advertised_seconds, build_costs, span_seconds, suffix
 from p2pinfer.core.plan import PlannerOptions
 from p2pinfer.core.profile import LayerProfile, ModelProfile
 from p2pinfer.core.snapshot import PeerSpec, RequesterSpec, SwarmSnapshot
@@ -77,33 +77,10 @@ def test_a_listed_layer_kind_overrides_the_class_speeds() -> None:
     seconds = advertised_seconds(layers, peers)
     assert seconds[0].tolist() == pytest.approx([4 / 8, 2 / 20, 1e-3 / 0.1])
     assert seconds[1].tolist() == pytest.approx([4 / 20, 2 / 20, 1e-3 / 10])
-    assert span_seconds(profile, 0, 2, peers[0]) == pytest.approx(0.5 + 0.1)
-    assert span_seconds(profile, 1, 1, peers[0]) == 0.0
+    assert span_seconds(layers[:2], peers[0]) == pytest.approx(0.5 + 0.1) and span_seconds((), peers[0]) == 0.0
     cm = build_costs(profile, SwarmSnapshot(SNAP.requester, peers), PlannerOptions(amortize_requests=None))
     assert cm.compute[0, 3] == pytest.approx((0.5 + 0.1 + 0.01) / 0.5)  # load 0.5 doubles the expected cost
     assert cm.compute[1, 3] == pytest.approx(0.2 + 0.1 + 1e-4)
-
-
-def test_a_peers_own_layer_times_override_its_speeds_for_that_model_only() -> None:
-    """Peer "t" timed model "kinds-id" (250, 50, 4 ms per layer): those times are its cost of
-    that model, derated by load like speeds; a list of the wrong length, or another model's
-    times, leave the speeds in charge."""
-    layers = (LayerProfile(0, "conv_bn_act", 4 * 10**9, 0, 1, {"conv": 4 * 10**9}),
-              LayerProfile(1, "bottleneck", 2 * 10**9, 0, 1, {"conv": 2 * 10**9}),
-              LayerProfile(2, "max_pool", 10**6, 0, 1, {"other": 10**6}))
-    profile = ModelProfile("kinds", "kinds-id", 1, layers)
-    timed = PeerSpec("t", 10.0, 10**6, 1.0, 1.0, 0.0, {"conv": 20.0}, load=0.5,
-                     layer_ms={"kinds-id": (250.0, 50.0, 4.0), "other-id": (1.0,)})
-    short = PeerSpec("short", 10.0, 10**6, 1.0, 1.0, 0.0, {"conv": 20.0}, layer_ms={"kinds-id": (1.0, 1.0)})
-    seconds = model_seconds(profile, (timed, short))
-    assert seconds[0].tolist() == pytest.approx([0.25, 0.05, 0.004])
-    assert seconds[1].tolist() == pytest.approx(advertised_seconds(layers, (short,))[0].tolist())
-    assert span_seconds(profile, 1, 3, timed) == pytest.approx(0.054)
-    cm = build_costs(profile, SwarmSnapshot(SNAP.requester, (timed, short)), PlannerOptions(amortize_requests=None))
-    assert [p.peer_id for p in cm.peers] == ["short", "t"]  # sorted by id
-    assert cm.compute[1, 3] == pytest.approx(0.304 / 0.5)
-    with pytest.raises(ValueError, match="layer_ms"):
-        PeerSpec("bad", 10.0, 1, 1.0, 1.0, 0.0, layer_ms={"kinds-id": (1.0, 0.0, 1.0)})
 
 
 def test_a_hop_pays_its_frame_handling_on_its_own_cpu() -> None:

@@ -171,33 +171,6 @@ def test_a_cpu_quota_is_optional_on_the_wire_and_reaches_the_planner() -> None:
     assert err.value.reason == "bad-schema"
 
 
-MODEL = "a" * 64
-TIMED = dict(models=(MODEL,), layer_ms={MODEL: (7.5, 0.25, 120.0)})
-
-
-@pytest.mark.parametrize(("value", "cddl_catches"), [
-    ({}, True), ({MODEL: []}, True), ({MODEL: [0.0]}, True), ({MODEL: [-1.0]}, True), ({MODEL: [60_001.0]}, True),
-    ({MODEL: [3]}, True), ({MODEL: [math.nan]}, False), ({MODEL: 1.0}, True), ({MODEL: [1.0] * 257}, True),
-    ({"b" * 64: [1.0]}, False),  # a model the peer does not list among those it holds
-    ([1.0], True),
-])
-def test_rejects_bad_layer_times_even_if_signed(value: Any, cddl_catches: bool) -> None:
-    assert_signed_edit_rejected(wire(make_record(**TIMED)), "layer_ms", value, cddl_catches)
-
-
-def test_layer_times_are_optional_on_the_wire_and_reach_the_planner() -> None:
-    assert "layer_ms" not in wire(make_record())
-    record = make_record(**TIMED)
-    blob = encode_signed(record, ALICE)
-    SCHEMA.validate_cbor(blob)
-    spec = to_peer_spec(decode_verified(blob, now=NOW))
-    assert dict(spec.layer_ms) == {MODEL: (7.5, 0.25, 120.0)}
-    assert to_json_dict(record)["layer_ms"] == {MODEL: [7.5, 0.25, 120.0]}
-    with pytest.raises(RecordError, match="layer_ms.*16"):
-        models = tuple(f"{i:064x}" for i in range(17))
-        make_record(models=models, layer_ms={m: (1.0,) for m in models})
-
-
 @pytest.mark.parametrize(("name", "value", "cddl_catches"), BAD_FIELDS)
 def test_rejects_bad_field_even_if_signed(name: str, value: Any, cddl_catches: bool) -> None:
     assert_signed_edit_rejected(wire(), name, value, cddl_catches)

@@ -14,7 +14,6 @@ from p2pinfer.core.speed import (
     SpeedParams,
     SpeedState,
     effective_by_kind,
-    effective_layer_ms,
     effective_gflops,
     hop_deadline_s,
     is_overclaimed,
@@ -154,6 +153,3 @@ def test_the_planners_prediction_replaces_the_class_sum_and_kind_speeds_follow_t
     assert effective_by_kind(adv, effective_gflops(honest, adv)[0], kinds) == pytest.approx(kinds)
     assert effective_by_kind(adv, effective_gflops(slow, adv)[0], kinds) == pytest.approx({k: v / 2 for k, v in kinds.items()})
     assert observe(SpeedState(), flops=flops, measured_s=1.0, advertised_gflops=adv, predicted_s=0.0) == SpeedState()
-    timed = {"model": (4.0, 10.0)}  # the peer's own layer times stretch as its kind speeds shrink
-    assert effective_layer_ms(adv, effective_gflops(honest, adv)[0], timed) == pytest.approx(timed)
-    assert effective_layer_ms(adv, effective_gflops(slow, adv)[0], timed)["model"] == pytest.approx((8.0, 20.0))

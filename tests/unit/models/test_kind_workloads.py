@@ -69,11 +69,11 @@ def test_kind_speeds_price_resnet_blocks_better_than_the_conv_class(zoo_store: M
     within 1.5x, and closer than the conv class speed's (which mixes VGG's faster convs in)."""
     calibration = _in_worker(lambda: benchmark(threads=1, budget_s=0.3))
     manifest = zoo.get_manifest("resnet50", store=zoo_store)
-    profile = profiling.profile(manifest, zoo_store)
-    assert {layer.kind for layer in profile.layers[2:18]} == {"bottleneck"}
+    layers = profiling.profile(manifest, zoo_store).layers[2:18]
+    assert {layer.kind for layer in layers} == {"bottleneck"}
     measured = _in_worker(lambda: _cpu_seconds(executor, manifest, 2, 18, sample_input(manifest, zoo_store)))
     node = PeerSpec("node", calibration.gflops, 1, 1.0, 1.0, 0.0, dict(calibration.by_class))
-    with_kinds = span_seconds(profile, 2, 18, PeerSpec("node", calibration.gflops, 1, 1.0, 1.0, 0.0, dict(calibration.by_class),
-                                                       gflops_by_kind=dict(calibration.by_kind)))
+    with_kinds = span_seconds(layers, PeerSpec("node", calibration.gflops, 1, 1.0, 1.0, 0.0, dict(calibration.by_class),
+                                               gflops_by_kind=dict(calibration.by_kind)))
     assert measured / 1.5 < with_kinds < measured * 1.5, (with_kinds, measured)
-    assert abs(with_kinds / measured - 1) < abs(span_seconds(profile, 2, 18, node) / measured - 1) + 0.05
+    assert abs(with_kinds / measured - 1) < abs(span_seconds(layers, node) / measured - 1) + 0.05
