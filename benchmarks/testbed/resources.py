@@ -135,19 +135,26 @@ def _kill_all(ip: str, found: Found, deadline: float) -> None:
     while time.monotonic() < deadline:
         pids = {int(p) for ns in found.netns for p in _lines([ip, "netns", "pids", ns]) if p.strip().isdigit()}
         pids |= {p for d in found.cgroups for p in cgroup_pids(d)}
-        pids.discard(os.getpid())
-        if not pids:
+        if not _kill(pids):
             return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
 
 
+def _kill(pids: set[int]) -> bool:
+    """SIGKILL `pids` (never ourselves); whether there was anyone to kill."""
+    pids = pids - {os.getpid()}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return bool(pids)
+
+
 def _rmdir_tree(root: Path, deadline: float) -> None:
-    """rmdir a cgroup and its children, deepest first (rmdir fails while tasks remain)."""
+    """rmdir a cgroup and its children, deepest first (rmdir fails while tasks remain). A process
+    found in one by then is killed too: one forked as an interrupt landed in the owner's Popen
+    joins its cgroup after the sweep in `_kill_all` (the owner never learned its pid)."""
     dirs = sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [root]
     for d in dirs:
         while d.exists():
@@ -156,6 +163,7 @@ def _rmdir_tree(root: Path, deadline: float) -> None:
             except OSError:
                 if time.monotonic() > deadline:
                     raise
+                _kill(set(cgroup_pids(d)))
                 time.sleep(0.05)
 
 

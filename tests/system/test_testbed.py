@@ -16,11 +16,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.testbed import FALLBACK, Testbed, TestbedConfigError, TestbedError, TestbedUnavailable, load_classes, load_cluster
+from benchmarks.testbed import cgroups, resources
 from benchmarks.testbed.cgroups import read_limits, threads_outside
 from benchmarks.testbed.preflight import Environment, check_environment
 from benchmarks.testbed.profile import goodput_mbps
@@ -269,6 +271,29 @@ def test_a_second_sigterm_during_teardown_does_not_cut_it_short(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 130, proc.stderr.read()
     assert _gone(env, desc["rid"])
+
+
+def test_a_process_joining_a_cgroup_after_the_sweep_is_killed_when_the_group_is_removed():
+    """An interrupt landing inside the owner's Popen leaves a child whose pid the owner never
+    learned; it joins its member's cgroup after the teardown's kill sweep (CI saw this once:
+    rmdir then failed with EBUSY until the deadline). Removing the group kills such a process."""
+    env = _environment()
+    if isinstance(env, TestbedUnavailable):
+        return _assert_fallback_reported(env)
+    rid = next(f"{i:04x}" for i in range(0xfff0, 0x10000) if f"{i:04x}" not in discover(env.ip, env.cpu_root))
+    group = cgroups.create_group(env.cpu_root, rid, "late", period_us=100_000, quota_us=None)
+    late = subprocess.Popen(["sleep", "60"])
+    try:
+        (group / "cgroup.procs").write_text(str(late.pid))
+        resources._rmdir_tree(group.parent, time.monotonic() + 10)
+        assert not group.parent.exists()
+        assert late.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        late.kill()
+        late.wait()
+        for d in (group, group.parent):
+            if d.exists():
+                d.rmdir()
 
 
 def test_cleanup_removes_what_a_killed_owner_left_and_keeps_live_runs(tb, tmp_path):
