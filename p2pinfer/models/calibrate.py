@@ -185,6 +185,17 @@ def _scaled(per_cpu_s: Mapping[str, float], threads: int, *, measured_share: flo
     return ComputeCalibration(gflops=overall, by_class=by_class, threads=threads, from_cache=from_cache, by_kind=by_kind)
 
 
+def kind_box_s(budget_s: float = DEFAULT_BUDGET_S) -> float:
+    """CPU seconds (per thread) one layer kind is timed for: three quarters of the budget, shared."""
+    return budget_s * 3 / 4 / len(KIND_INSTANCES)
+
+
+def one_box(workload: Callable[[], Any], cpu_box_s: float) -> float:
+    """CPU seconds per call of `workload` as one calibration box on the calling thread reports it
+    (benchmarks/bench_host_noise.py repeats this to see how much the answer moves over time)."""
+    return _timed(workload, cpu_box_s, time.thread_time)[0]
+
+
 def per_cpu_second(*, threads: int, budget_s: float = DEFAULT_BUDGET_S) -> tuple[dict[str, float], float]:
     """GFLOP per CPU-second of each class's kernel and each layer kind's workload (keys: class
     names, and KIND_KEY + kind name: "linear" is both a class and a kind) with `threads` torch
@@ -202,8 +213,7 @@ def per_cpu_second(*, threads: int, budget_s: float = DEFAULT_BUDGET_S) -> tuple
         with torch.inference_mode():
             workloads = {name: make() for name, make in _WORKLOADS.items()}
             workloads.update({KIND_KEY + kind: kind_workload(kind) for kind in KIND_INSTANCES})
-            timed = {name: _timed(fn, budget_s / 8 if name in _WORKLOADS else budget_s * 3 / 4 / len(KIND_INSTANCES),
-                                  clock, threads=threads)
+            timed = {name: _timed(fn, budget_s / 8 if name in _WORKLOADS else kind_box_s(budget_s), clock, threads=threads)
                      for name, (fn, _flops) in workloads.items()}
     finally:
         torch.set_num_threads(previous)
