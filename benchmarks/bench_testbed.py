@@ -126,7 +126,7 @@ def section(results: list[dict[str, Any]], sweep: list[dict[str, Any]], args: ar
             "CPU per input that the frame-cost micro-benchmark measures (12.5 against ~4 ms on a 0.2-core node); and runs "
             "differ: in one of three runs of the same code a whole cluster's MiniLM hops ran 1.3-2x their predictions "
             "and its nodes calibrated 10-30% lower, and in a later period the same code ran the jetson's whole resnet50 "
-            "at 445-506 ms per input against 323-362 before (this VM's neighbours are invisible from inside it). "
+            "at 445-506 ms per input against 323-362 before (this VM's neighbours are invisible from inside it). That scatter is a floor: one calibration kernel, timed over and over on this VM with nothing else running, moves so much that a cost model knowing every layer's cost exactly would be within 15% for only 55-90% of (calibration, 10-s stream minutes later) pairs at the testbed's 0.4-core quota and 70-87% at 0.2 core (two runs of benchmarks/bench_host_noise.py, section Host noise floor). "
             "Fixed since the first runs: hops pipeline read, compute and forward; nodes calibrate in CPU seconds x their "
             "quota; a per-layer-kind speed table replaced one rate per class (each model's efficiency against the "
             "calibration, table above, was 1.18 / 1.43 / 0.81 for resnet50 / vgg16 / minilm with the class rates); "
