@@ -34,6 +34,7 @@ from typing import Sequence
 
 from benchmarks._report import machine_line, write_section
 
+REPO = Path(__file__).resolve().parent.parent  # the sampler runs as `python -m benchmarks.bench_host_noise`
 WINDOW_S = 10.0  # a testbed stream: 12 inputs at 1-3 inputs/s, or 40 at 8-10
 DELAYS_S = ((30.0, 120.0), (120.0, 600.0))  # from node start (calibration) to a plan's stream
 TOLERANCE = 0.15  # issue 7's bound on the cost model's error
@@ -147,7 +148,7 @@ def run_series(kind: str, seconds: float, cores: float | None, root: Path | None
         (group / "cpu.cfs_quota_us").write_text(str(round(cores * period)))
     procs = group / "cgroup.procs" if group is not None else None
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds * 3 + 120, check=True,
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds * 3 + 120, check=True, cwd=REPO,
                               preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs else None)
     finally:
         if group is not None:
@@ -239,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.seconds < 2 * WINDOW_S or any(not 0 < q <= 1 for q in args.quotas):
         ap.error(f"--seconds must be >= {2 * WINDOW_S:g} and every quota in (0, 1]")
+    from p2pinfer.models.kind_workloads import KIND_INSTANCES
+
+    if args.kind not in KIND_INSTANCES:
+        ap.error(f"--kind {args.kind!r} is not a calibrated layer kind; one of {', '.join(sorted(KIND_INSTANCES))}")
     if args.from_json:
         series, note = load_series(args.from_json, args)
     else:

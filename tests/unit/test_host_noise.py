@@ -48,6 +48,14 @@ def test_bad_arguments_are_refused_naming_the_problem(argv: list[str], capsys: p
     assert "--seconds must be" in capsys.readouterr().err
 
 
+def test_an_unknown_layer_kind_is_refused_naming_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--kind", "lstm", "--quotas"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'lstm' is not a calibrated layer kind" in err and "bert_layer" in err
+
+
 def test_a_saved_run_is_reported_again_without_measuring(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
