@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ WINDOW_S = 10.0  # a testbed stream: 12 inputs at 1-3 inputs/s, or 40 at 8-10
 DELAYS_S = ((30.0, 120.0), (120.0, 600.0))  # from node start (calibration) to a plan's stream
 TOLERANCE = 0.15  # issue 7's bound on the cost model's error
 PLANS_PER_RUN = 30  # distinct plans in a full testbed run (docs/benchmarks.md)
-MIN_SLICE_US, PERIOD_US = 5_000, 20_000  # the testbed clusters' cfs settings (profiles/iot*.toml)
+CLUSTER = REPO / "benchmarks" / "testbed" / "profiles" / "iot8.toml"  # whose cfs periods the quotas use
 
 
 @dataclass(frozen=True)
@@ -104,6 +102,7 @@ def sample(kind: str, seconds: float) -> None:
     and compute on one), one JSON line per box on stdout."""
     import torch
 
+    from benchmarks.testbed_bench.efficiency import in_worker_thread
     from p2pinfer.models.calibrate import kind_box_s, one_box
     from p2pinfer.models.kind_workloads import kind_workload
 
@@ -117,9 +116,7 @@ def sample(kind: str, seconds: float) -> None:
                 ms = one_box(run, kind_box_s()) * 1e3
                 print(json.dumps({"t": round(time.monotonic() - began, 3), "ms": round(ms, 4)}), flush=True)
 
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
+    in_worker_thread(work)
 
 
 def cpu_root() -> Path | None:
@@ -130,29 +127,26 @@ def cpu_root() -> Path | None:
     return root if root is not None and os.geteuid() == 0 and os.access(root, os.W_OK) else None
 
 
-def period_us(cores: float) -> int:
-    """The testbed's cfs period for a class of `cores` (profile.Cluster.period_for)."""
-    return max(PERIOD_US, math.ceil(MIN_SLICE_US / cores))
-
-
 def run_series(kind: str, seconds: float, cores: float | None, root: Path | None) -> list[Box]:
     """One sampler process for `seconds`: free (cores None) or in its own group capped at `cores`."""
     argv = [sys.executable, "-m", "benchmarks.bench_host_noise", "--sample", kind, "--seconds", str(seconds)]
     group = None
     if cores is not None:
         assert root is not None
-        group = root / f"p2p-host-noise-{os.getpid()}-{cores:g}"
-        group.mkdir()
-        period = period_us(cores)
-        (group / "cpu.cfs_period_us").write_text(str(period))
-        (group / "cpu.cfs_quota_us").write_text(str(round(cores * period)))
+        from benchmarks.testbed.cgroups import create_group
+        from benchmarks.testbed.profile import DeviceClass, load_cluster
+
+        cluster, device = load_cluster(CLUSTER), DeviceClass(f"{cores:g}-core", cores, None, None)
+        group = create_group(root, f"noise-{os.getpid()}", device.name, period_us=cluster.period_us(device),
+                             quota_us=cluster.quota_us(device))
     procs = group / "cgroup.procs" if group is not None else None
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds * 3 + 120, check=True, cwd=REPO,
                               preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs else None)
     finally:
-        if group is not None:
-            group.rmdir()  # the sampler has exited: the group is empty
+        if group is not None:  # the sampler has exited: its group and the parent are empty
+            group.rmdir()
+            group.parent.rmdir()
     return parse_series(done.stdout)
 
 
